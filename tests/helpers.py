@@ -1,0 +1,66 @@
+"""Test helpers shared by the numeric tests: inputs, error measure, low-precision baselines."""
+from __future__ import annotations
+
+import torch
+
+from flashkat_inductor.semantics import init_coefficients, init_modes
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64; NaN anywhere (or a shape mismatch) gives +inf."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    out, ref = out.double().cpu(), ref.double().cpu()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    den = ref.norm().item()
+    diff = (out - ref).norm().item()
+    return diff / den if den > 0 else diff
+
+
+def coefficients(m: int, n: int, gn: int, gd: int, *, kind: str = "random", form: str = "safe",
+                 dtype=torch.float32, device="cpu", zeros: bool = False):
+    """(numerator (gn, m), denominator (gd, n)).
+
+    kind "random": N(0, 0.25) numerator and denominator; for the signed form, where
+    Q = 1 + sum |b_j| x^(j+1) can reach 0 for x < 0, the odd powers' coefficients are
+    scaled by 0.02 so the function stays well-conditioned (errors then measure the code).
+    kind a KAT mode name ("gelu", "swish", ...): KAT's fitted (6, 4) set, per group rows.
+    zeros=True puts exact zeros into b (where zero_sign matters)."""
+    if kind == "random":
+        a = torch.randn(gn, m) * 0.5
+        b = torch.randn(gd, n) * 0.5
+        if form == "signed":  # keep Q away from 0: small odd powers (x^1, x^3, ...)
+            b[:, 0::2] *= 0.02
+    else:
+        num, den = init_coefficients(kind)
+        assert (m, n) == (len(num), len(den))
+        a = torch.tensor([num] * gn)
+        b = torch.tensor([den] * gd)
+        # per-group variety, keeping realistic magnitudes
+        a = a * (1 + 0.05 * torch.randn(gn, 1))
+        b = b * (1 + 0.05 * torch.randn(gd, 1))
+    if zeros:
+        b[0, 0] = 0.0
+        if n > 2:
+            b[-1, 2] = 0.0
+    return a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
+
+
+def naive_lowp(x, a, b, form):
+    """The same function computed naively (explicit powers) entirely in x's dtype: the
+    low-precision baseline that bf16/fp16 results are bounded against."""
+    dt = x.dtype
+    G = max(a.shape[0], b.shape[0])
+    C = x.shape[-1]
+    xv = x.reshape(*x.shape[:-1], G, C // G)
+    a = a.to(dt).expand(G, a.shape[1])
+    b = b.to(dt).expand(G, b.shape[1])
+    P = sum(a[:, i : i + 1] * xv**i for i in range(a.shape[1]))
+    t = xv.abs() if form == "safe" else xv
+    c = b if form == "abs_sum" else b.abs()
+    s = sum(c[:, j : j + 1] * t ** (j + 1) for j in range(b.shape[1]))
+    Q = 1 + (s.abs() if form == "abs_sum" else s)
+    return (P / Q).reshape(x.shape)
+
+
+KAT_MODES = [m for m in init_modes() if m != "identity"]
