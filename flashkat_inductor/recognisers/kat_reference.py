@@ -1,0 +1,114 @@
+"""KAT's pure-PyTorch reference function (kat-semantics.md section 3).
+
+``f(x, num, den, group)`` for ``x`` of shape ``(B, L, D)``: a grouped,
+permuted copy ``z`` of ``x`` of shape ``(G, N)``; the stacked powers
+``[1, z, z^2, ..., z^(k-1)]`` (``k = max(m, n)``, built by repeated
+multiplication); ``P = bmm(num, powers)``; ``Q = bmm(|cat(1, den, 0...)|,
+powers)``; ``P / Q`` permuted back.  The denominator raises *signed* ``z``:
+the form is ``signed``, and PyTorch's ``abs`` gives ``sign(0) = 0``, so the
+replacement is ``flashkat::rational_fwd(x, num, den, "signed", "torch")``.
+
+The code only runs for ``m > n`` (the ``cat`` has ``m`` columns only then).
+A numerator shared by every group is ``.repeat``-ed to ``(G, m)`` before the
+call; the pattern takes the repeated tensor, which is exact: autograd of
+``repeat`` sums the per-group gradients the op returns.  The group count is
+``num.shape[0]`` (pattern arguments must be graph values, never ints).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch.fx import Node
+
+from . import _pm
+from .base import (PatternKey, coefficient_rows_ok, dynamic_rewrites_enabled, log_rewrite, same_float_and_device,
+                   static_shape, val)
+from .scan import SiteHint
+
+FAMILY = "kat_reference"
+
+
+def keys_for(h: SiteHint, trace: str, device: str) -> list:
+    if h.family != FAMILY or h.reason:
+        return []
+    grads = h.grads if trace == "joint" else (False, False, False)
+    return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device)]
+
+
+def kat_reference(x, num, den):
+    """KAT's function, as written there, with the group count taken from ``num``."""
+    B, L, D = x.shape
+    G = num.shape[0]
+    z = x.view(B, L, G, D // G).permute(2, 0, 1, 3).contiguous().view(G, B * L * D // G)
+    m, n = num.shape[1], den.shape[1]
+    k = max(m, n)
+    powers = [z]
+    for _ in range(k - 2):
+        powers.append(powers[-1] * z)
+    powers.insert(0, torch.ones_like(z))
+    powers = torch.stack(powers, dim=1)
+    numerator = torch.bmm(num.unsqueeze(1), powers).squeeze(1)
+    coeffs = torch.cat(
+        [
+            torch.ones(G, 1, dtype=den.dtype, device=den.device),
+            den,
+            torch.zeros(G, max(0, m - n - 1), dtype=den.dtype, device=den.device),
+        ],
+        dim=1,
+    ).abs()
+    denominator = torch.bmm(coeffs.unsqueeze(1), powers).squeeze(1)
+    y = numerator.div(denominator)
+    return y.view(G, B, L, D // G).permute(1, 2, 0, 3).contiguous().view(B, L, D)
+
+
+@_pm.replacement
+def replacement(x, num, den):
+    return torch.ops.flashkat.rational_fwd(x, num, den, "signed", "torch")
+
+
+def make_extra_check(key: PatternKey):
+    def check(match) -> bool:
+        nodes = [match.kwargs.get(k) for k in ("x", "num", "den")]
+        if not all(isinstance(nd, Node) for nd in nodes):
+            return False
+        x, num, den = (val(nd) for nd in nodes)
+        if not same_float_and_device([x, num, den]):
+            return False
+        if x.dim() != 3 or num.dim() != 2 or den.dim() != 2:
+            return False
+        if not (static_shape(num) and static_shape(den)):
+            return False
+        if not static_shape(x) and not dynamic_rewrites_enabled():
+            return False
+        if (num.shape[1], den.shape[1]) != (key.m, key.n) or num.shape[0] != den.shape[0]:
+            return False
+        if coefficient_rows_ok(num.shape[0], den.shape[0], x.shape[-1]) is None:
+            return False
+        log_rewrite(key, num.shape[0], nodes[0])
+        return True
+
+    return check
+
+
+_G0, _X_SHAPE = 4, (3, 5, 4 * 7)
+
+
+def example_inputs(key: PatternKey):
+    gx, gn, gd = key.grads if key.trace == "joint" else (False, False, False)
+    dev = key.device
+    return [
+        torch.empty(_X_SHAPE, device=dev, requires_grad=gx),
+        torch.empty(_G0, key.m, device=dev, requires_grad=gn),
+        torch.empty(_G0, key.n, device=dev, requires_grad=gd),
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def _functions():
+    return kat_reference, replacement
+
+
+def register_key(key: PatternKey, pass_) -> bool:
+    search, replace = _functions()
+    return _pm.register(search, replace, example_inputs(key), key.trace, pass_, make_extra_check(key), key.name)
