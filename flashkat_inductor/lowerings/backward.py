@@ -1,0 +1,598 @@
+"""Inductor lowering of ``flashkat::rational_bwd``.
+
+Two implementations of one computation, both deterministic (no atomics):
+
+``TritonTemplate`` (CUDA, m and n up to ``TEMPLATE_MAX_COEFFS``)
+    One fused kernel from ``backward.py.jinja`` writes dx through
+    ``store_output`` (so elementwise consumers of dx fuse into it as an
+    epilogue) and the m + n coefficient-gradient partial sums, reduction-first,
+    into a float32 workspace passed as ``mutated_inputs``; an Inductor
+    reduction finishes them.  See "How is the template parallelised?" below.
+
+Inductor IR (CPU, and whatever the template does not take)
+    ``ir.Pointwise`` for dx and m + n ``ir.Reduction``s for the coefficient
+    sums, laid out so that Inductor fuses them into ONE loop nest that reads x
+    and dy once.  See "The IR decomposition" below.
+
+Per element, both compute (float32; float64 for float64 inputs), with
+``t = |x|`` (safe) or ``x``, ``c = |b|`` (safe, signed) or ``b`` (abs_sum)::
+
+    p, p'  = joint Horner of a at x         h, h' = joint Horner of c at t
+    s = h t,  s' = h + h' t   (ds/dt)
+    q = 1 + s   (1 + |s| for abs_sum),  q' = sign(x) s' | s' | sign(s) s'
+    inv = 1 / q                               the one division per element
+    gq = dy inv,  r = p inv
+    dx = gq (p' - r q')
+    da_i += gq x^i,  db_j += w t^(j+1),  w = -gq r (times sign(s) for abs_sum)
+
+and after the reduction ``db_j *= sign(b_j)`` (safe, signed), a shared
+``(1, k)`` row sums its groups, and the results are cast to the coefficients'
+dtype.  Powers are never materialised: running products in registers.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import sympy
+import torch
+
+from .forward import (
+    LoweringSpec,
+    coefficient_row,
+    denominator_inputs,
+    horner_d,
+    load_as,
+    lowering_spec,
+    sign_of,
+    size_hint,
+)
+
+__all__ = ["rational_bwd_lowering", "TEMPLATE_MAX_COEFFS", "TEMPLATE_NAME"]
+
+TEMPLATE_MAX_COEFFS = 8  # m, n <= 8: the template unrolls m + n register accumulators
+TEMPLATE_NAME = "flashkat_rational_bwd"
+_TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backward.py.jinja")
+
+# Routing switches (tests and benchmarks): "auto" uses the template on CUDA-like
+# (Triton) devices and the IR elsewhere; "ir" forces the IR decomposition.
+_state = {"mode": "auto"}
+
+# The last, tiny stage of the coefficient reductions (over rows or program
+# partials, then groups) accumulates in float64: a shared coefficient row sums
+# per-group gradients of both signs (cancellation by a factor 10-30 with random
+# coefficients), which float32 would amplify past 1e-6.  The per-element terms
+# and the first-stage partial sums stay in float32 (float64 for float64).
+_FINISH_DTYPE = torch.float64
+
+
+def set_backward_mode(mode: str) -> None:
+    """Which backward lowering to use (tests, benchmarks; not part of Inductor's cache key).
+
+    "auto": the template where Inductor generates Triton (CUDA, or a CPU with
+    cpu_backend="triton"), the IR decomposition elsewhere; "ir": always the IR
+    decomposition; "template": the template whenever m, n <= 8."""
+    if mode not in ("auto", "ir", "template"):
+        raise ValueError(f"flashkat lowering: backward mode must be 'auto', 'ir' or 'template', got {mode!r}")
+    _state["mode"] = mode
+
+
+# ============================================================================
+# Per-element math shared by the IR nodes (ops.* values; CSE merges the copies
+# that each fused node traces)
+# ============================================================================
+class _Element:
+    """The per-element quantities of the backward at one index, computed lazily."""
+
+    def __init__(self, spec: LoweringSpec, x, grad, numerator, denominator, x_index, g):
+        from torch._inductor.virtualized import ops
+
+        self.spec = spec
+        cdt = spec.cdt
+        self.x = load_as(x.make_loader(), x_index, x.get_dtype(), cdt)
+        self.dy = load_as(grad.make_loader(), x_index, grad.get_dtype(), cdt)
+        self.a = coefficient_row(spec, numerator, g, absolute=False)
+        self.c = coefficient_row(spec, denominator, g, absolute=spec.form != "abs_sum")
+        self.t = denominator_inputs(spec, self.x)
+        self._ops = ops
+
+    @functools.cached_property
+    def p_dp(self):
+        return horner_d(self.a, self.x)
+
+    @functools.cached_property
+    def h_dh(self):
+        return horner_d(self.c, self.t)
+
+    @functools.cached_property
+    def s(self):
+        return self._ops.mul(self.h_dh[0], self.t)
+
+    @functools.cached_property
+    def ks(self):  # sign(s), abs_sum only
+        return sign_of(self.s, self.spec.zero_sign, self.spec.cdt)
+
+    @functools.cached_property
+    def inv_q(self):
+        ops, cdt = self._ops, self.spec.cdt
+        s = ops.abs(self.s) if self.spec.form == "abs_sum" else self.s
+        q = ops.add(s, ops.constant(1.0, cdt))
+        return ops.truediv(ops.constant(1.0, cdt), q)
+
+    @functools.cached_property
+    def gq(self):
+        return self._ops.mul(self.dy, self.inv_q)
+
+    @functools.cached_property
+    def r(self):
+        return self._ops.mul(self.p_dp[0], self.inv_q)
+
+    def dx(self):
+        ops, spec = self._ops, self.spec
+        h, dh = self.h_dh
+        ds = h if dh is None else ops.add(ops.mul(dh, self.t), h)  # ds/dt
+        if spec.form == "safe":
+            dq = ops.mul(sign_of(self.x, spec.zero_sign, spec.cdt), ds)
+        elif spec.form == "signed":
+            dq = ds
+        else:
+            dq = ops.mul(self.ks, ds)
+        dp = self.p_dp[1]
+        rdq = ops.mul(self.r, dq)
+        inner = ops.neg(rdq) if dp is None else ops.sub(dp, rdq)
+        return ops.mul(self.gq, inner)
+
+    def term(self, k: int):
+        """The k-th coefficient-gradient term: gq x^k (k < m) or w t^(k - m + 1)."""
+        ops, spec = self._ops, self.spec
+        if k < spec.m:
+            v = self.gq
+            for _ in range(k):
+                v = ops.mul(v, self.x)
+            return v
+        v = ops.neg(ops.mul(self.gq, self.r))
+        if spec.form == "abs_sum":
+            v = ops.mul(v, self.ks)
+        for _ in range(k - spec.m + 1):
+            v = ops.mul(v, self.t)
+        return v
+
+
+# ============================================================================
+# The IR decomposition
+# ============================================================================
+#
+# x is viewed as (*lead, G, D) (index c = g * D + d).  Three kinds of nodes:
+#
+#   dx        ir.Pointwise over (*lead, G, D), realized contiguous, viewed (*lead, C)
+#   part_k    m + n ir.Reductions over D: ranges (*lead, G), reduction (D,)
+#   finish    the partials, packed into one (m + n, G, rows) buffer, summed
+#             over rows (float64) by ONE reduction, then over G for a shared
+#             row; sign(b) and the cast in small pointwise nodes
+#
+# The pointwise ranges are the reductions' ranges followed by their reduction
+# ranges, so Inductor's C++ backend fuses dx and the m + n partial sums into
+# one loop nest ("for rows, groups: for d in D, vectorised") that loads x and
+# dy once and evaluates P, Q and the reciprocal once (CSE across the fused
+# nodes); the coefficients are loop invariants of the inner loop.  The partial
+# sums hold one value per row and group (D times fewer than x), so finishing
+# them is cheap.  Measured at 16 x 197 x 768 (2 cores, torch 2.13): the fused
+# loop nest is ~1.5 ms; finishing with one reduction per coefficient (K OpenMP
+# regions) took the compiled backward to ~2.3 ms, packed into one region ~1.8 ms.
+def _ir_backward(grad, x, numerator, denominator, spec: LoweringSpec):
+    from torch._inductor import ir
+    from torch._inductor.lowering import lowerings
+    from torch._inductor.virtualized import ops
+
+    aten = torch.ops.aten
+    device = x.get_device()
+    cdt = spec.cdt
+    G, D = spec.groups, spec.width
+    lead = list(x.get_size()[:-1])
+    nlead = len(lead)
+    K = spec.m + spec.n
+
+    def element(lead_idx, g, d):
+        return _Element(spec, x, grad, numerator, denominator, [*lead_idx, g * D + d], g)
+
+    # ---- dx ---------------------------------------------------------------
+    def dx_fn(idx):
+        v = element(idx[:nlead], idx[nlead], idx[nlead + 1]).dx()
+        return ops.to_dtype(v, x.get_dtype(), src_dtype=cdt) if x.get_dtype() != cdt else v
+
+    dx = ir.Pointwise.create(device=device, dtype=x.get_dtype(), inner_fn=dx_fn, ranges=[*lead, G, D])
+    dx.realize()
+    dx = lowerings[aten.view.default](dx, list(x.get_size()))
+
+    # ---- partial sums over each (row, group)'s D channels -------------------
+    def part_fn(k):
+        def fn(idx, ridx):
+            return element(idx[:nlead], idx[nlead], ridx[0]).term(k)
+
+        return fn
+
+    rows = sympy.Integer(1)
+    for s_ in lead:
+        rows = rows * s_
+    # Unrealized, each partial-sum reduction is realized straight into its
+    # slice of ONE (K, G, rows) buffer (rows contiguous), so the finishing sum
+    # over rows is a single reduction over contiguous rows for all K * G
+    # outputs: one OpenMP region instead of K (on 2 cores every region is a
+    # barrier, and barriers are what stalls under load).
+    parts = [
+        ir.Reduction.create(
+            device=device, dst_dtype=cdt, src_dtype=cdt, inner_fn=part_fn(k),
+            ranges=[*lead, G], reduction_ranges=[D], reduction_type="sum",
+        )
+        for k in range(K)
+    ]
+    packed = _pack_partials(parts, lead, rows, G)
+    if packed is not None:
+        pk = packed.make_loader()
+        fdt = _FINISH_DTYPE
+        per_group = ir.Reduction.create(  # (K, G): sum over rows
+            device=device, dst_dtype=fdt, src_dtype=fdt,
+            inner_fn=lambda idx, ridx: load_as(pk, [idx[0], idx[1], ridx[0]], cdt, fdt),
+            ranges=[K, G], reduction_ranges=[rows], reduction_type="sum",
+        )
+        per_group.realize()
+        pg = per_group.make_loader()
+        total = None
+        if spec.num_shared or spec.den_shared:  # (K,): and over groups
+            total = _sum_rows(lowerings[aten.permute.default](per_group, [1, 0])).make_loader()
+
+        def coefficient_sum(k, shared):
+            k_ = sympy.Integer(k)
+            return (lambda idx: total([k_])) if shared else (lambda idx: pg([k_, idx[0]]))
+
+        sums = [coefficient_sum(k, spec.num_shared if k < spec.m else spec.den_shared) for k in range(K)]
+    else:  # one buffer per coefficient, each summed over its rows on its own
+        sums = []
+        for k, part in enumerate(parts):
+            part.realize()
+            shared = spec.num_shared if k < spec.m else spec.den_shared
+            flat = lowerings[aten.view.default](part, [rows * G, 1] if shared else [rows, G])
+            sums.append(_sum_rows(flat).make_loader())  # (1,) or (G,)
+    return (dx, *_finish_coefficients(spec, sums, numerator, denominator))
+
+
+def _pack_partials(parts, lead, rows, G):
+    """Realize the (*lead, G) reductions ``parts`` straight into one (K, G, rows) buffer.
+
+    The mechanism of ``ir.ConcatKernel`` (a no-op kernel owning the storage,
+    each input given a non-owning layout into it), used directly: its
+    ``create`` looks at the FX node being lowered (torch 2.11 asserts that
+    node is a cat), and the slices here are transposed.  Returns None where
+    this Inductor's internals differ; the caller then keeps separate buffers."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import V
+
+    try:
+        first = parts[0]
+        device, dtype = first.get_device(), first.get_dtype()
+        size = [len(parts), G, rows]
+        kernel = ir.ConcatKernel(
+            name=None, layout=ir.FixedLayout(device, dtype, size, ir.FlexibleLayout.contiguous_strides(size)),
+            inputs=[],
+        )
+        box = ir.StorageBox(kernel)
+        lead_strides = list(ir.FlexibleLayout.contiguous_strides(lead)) if lead else []
+        for k, part in enumerate(parts):
+            dst = ir.ReinterpretView(
+                data=box,
+                layout=ir.FixedLayout(device, dtype, [*lead, G], [*lead_strides, rows], offset=k * G * rows),
+            )
+            kernel.inputs.append(ir.ConcatKernel.realize_into(part, dst))
+        kernel.name = V.graph.register_buffer(kernel)
+        kernel.inputs = ir.ConcatKernel.unwrap_storage(kernel.inputs)
+        V.graph.register_operation(kernel)
+        return ir.TensorBox(box)
+    except Exception:  # noqa: BLE001 - internals moved: fall back to separate buffers
+        return None
+
+
+def _sum_rows(t):
+    """Sum a (R, W) tensor over R in float64: one Inductor reduction, deterministic.
+
+    (Inductor's C++ reductions split the rows over the threads and switch to
+    cascade summation past 4096 terms, which keeps float32 rounding small; a
+    hand-made two-level sum here cost one OpenMP region per block of rows.)"""
+    from torch._inductor import ir
+
+    R, W = t.get_size()
+    loader = t.make_loader()
+    fdt = _FINISH_DTYPE
+    out = ir.Reduction.create(
+        device=t.get_device(), dst_dtype=fdt, src_dtype=fdt,
+        inner_fn=lambda idx, ridx: load_as(loader, [ridx[0], idx[0]], t.get_dtype(), fdt),
+        ranges=[W], reduction_ranges=[R], reduction_type="sum",
+    )
+    out.realize()
+    return out
+
+
+def _select(i, values: list):
+    """values[i] for a sympy index i (a chain of where on the index: the lists are short)."""
+    from torch._inductor.virtualized import ops
+
+    v = values[-1]
+    for k in range(len(values) - 2, -1, -1):
+        hit = ops.eq(ops.index_expr(i, torch.int32), ops.constant(k, torch.int32))
+        v = ops.where(hit, values[k], v)
+    return v
+
+
+def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator):
+    """dnum (Gn, m), dden (Gd, n) from the m + n per-coefficient sums.
+
+    ``sums[k]`` loads the sum of coefficient k at ``[g]`` ((G,) per-group
+    sums, or (1,) for a shared row, where g is 0).  sign(b) is applied after
+    the reduction (safe, signed); results are cast to the coefficients' dtype."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import ops
+
+    fdt = _FINISH_DTYPE
+    b_loader = denominator.make_loader()
+
+    def num_fn(idx):
+        gi, i = idx
+        v = _select(i, [sums[k]([gi]) for k in range(spec.m)])
+        return ops.to_dtype(v, numerator.get_dtype(), src_dtype=fdt)
+
+    def den_fn(idx):
+        gj, j = idx
+        v = _select(j, [sums[spec.m + k]([gj]) for k in range(spec.n)])
+        if spec.form != "abs_sum":  # d|b_j|/db_j, after the reduction
+            b = load_as(b_loader, [gj, j], denominator.get_dtype(), fdt)
+            v = ops.mul(v, sign_of(b, spec.zero_sign, fdt))
+        return ops.to_dtype(v, denominator.get_dtype(), src_dtype=fdt)
+
+    dnum = ir.Pointwise.create(
+        device=numerator.get_device(), dtype=numerator.get_dtype(), inner_fn=num_fn,
+        ranges=list(numerator.get_size()),
+    )
+    dden = ir.Pointwise.create(
+        device=denominator.get_device(), dtype=denominator.get_dtype(), inner_fn=den_fn,
+        ranges=list(denominator.get_size()),
+    )
+    return dnum, dden
+
+
+# ============================================================================
+# The Triton template
+# ============================================================================
+#
+# How is the template parallelised?
+#   x and dy are viewed as (R, C).  grid = (NPROG, cdiv(C, BLOCK_C)): program
+#   (p, j) owns channel tile j and the row blocks p, p + NPROG, ... (a
+#   grid-stride `while` loop).  Per element it computes dx (stored through
+#   store_output, where Inductor splices any fused epilogue) and adds the
+#   m + n coefficient terms into (BLOCK_R, BLOCK_C) register accumulators;
+#   at the end each program sums them over rows and stores one (BLOCK_C,)
+#   vector per coefficient into the workspace ws[p, c, k] of shape
+#   (NPROG, C, m + n) (coefficient-minor, so that the finishing reduction
+#   iterates its outputs in their (group, coefficient) order and Inductor
+#   fuses the sign of b and the cast into it).
+#   NPROG comes from the shapes (and the SM count) only, never from a config,
+#   so every autotuning choice writes the same workspace.  An Inductor
+#   reduction then sums ws over p and over each group's channels, in a fixed
+#   order: the coefficient gradients are deterministic.
+#
+# Configurations are a starting point for H200 (BLOCK_R x BLOCK_C x warps):
+# 8 x 128 x 4 keeps 8 elements per thread and m + n = 10 accumulators in
+# registers; the others trade rows for channels for narrow tensors.  First
+# H200 reading (torch 2.11, do_bench of the compiled backward op alone, wrapper
+# included): 0.352 ms at 128 x 197 x 3072 float32, 0.296 ms in bf16, against
+# 0.251 / 0.231 ms for the project's eager Triton kernel: not tuned yet.
+_PROGRAMS_PER_SM = 4
+_NOMINAL_BLOCK_C = 128
+_MIN_ROWS_PER_PROGRAM = 8
+
+
+def _next_pow2(v: int) -> int:
+    return 1 << max(0, int(v) - 1).bit_length()
+
+
+def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
+    """(BLOCK_R, BLOCK_C, num_warps, num_stages) choices offered to the autotuner."""
+    if _state.get("configs"):
+        return list(_state["configs"])
+    cmax = max(16, min(256, _next_pow2(C_hint)))
+    base = [(8, 128, 4, 1), (16, 128, 8, 1), (4, 256, 4, 1), (16, 64, 4, 1), (32, 64, 8, 1)]
+    out = []
+    for br, bc, w, st in base:
+        bc = min(bc, cmax)
+        if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
+            br = max(1, br // 2)
+        if (br, bc, w, st) not in out:
+            out.append((br, bc, w, st))
+    return out
+
+
+def _row_programs(device: torch.device, R, C_hint: int) -> int:
+    """NPROG: enough row programs to fill the device a few times over, from the shapes only."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+    else:  # the Triton interpreter on CPU (tests): a few programs
+        sms = 2
+    col_tiles = max(1, -(-C_hint // _NOMINAL_BLOCK_C))
+    p = max(1, -(-(_PROGRAMS_PER_SM * sms) // col_tiles))
+    if isinstance(R, (int, sympy.Integer)):  # static rows: no more programs than row blocks
+        p = min(p, max(1, -(-int(R) // _MIN_ROWS_PER_PROGRAM)))
+    return p
+
+
+_template_state: dict = {}
+
+
+def _template():
+    """The TritonTemplate, created once (template names are global in Inductor)."""
+    if "t" not in _template_state:
+        from torch._inductor.select_algorithm import SymbolicGridFn, TritonTemplate
+
+        existing = TritonTemplate.all_templates.get(TEMPLATE_NAME)
+        if existing is not None:
+            _template_state["t"] = existing
+        else:
+            @SymbolicGridFn
+            def flashkat_rational_bwd_grid(R, C, meta, *, cdiv):
+                return (meta["NPROG"], cdiv(C, meta["BLOCK_C"]), 1)
+
+            with open(_TEMPLATE_FILE) as f:
+                source = f.read()
+            _template_state["t"] = TritonTemplate(name=TEMPLATE_NAME, grid=flashkat_rational_bwd_grid, source=source)
+    return _template_state["t"]
+
+
+_TL_ACC = {torch.float32: "tl.float32", torch.float64: "tl.float64"}
+_FORM_ID = {"safe": 0, "signed": 1, "abs_sum": 2}
+
+
+def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
+    """dx from the template (epilogue-fusable), coefficient gradients from its workspace; None if it declines."""
+    from torch._inductor import ir
+    from torch._inductor.lowering import empty_strided, lowerings
+    from torch._inductor.select_algorithm import autotune_select_algorithm
+    from torch._inductor.virtualized import V
+
+    aten = torch.ops.aten
+    device = x.get_device()
+    size = list(x.get_size())
+    C = size[-1]
+    R = sympy.Integer(1)
+    for s_ in size[:-1]:
+        R = R * s_
+    if V.graph.sizevars.statically_known_equals(R * C, 0):
+        return None  # empty: the IR path handles it without a launch
+    if len(size) > 9:
+        return None  # the template indexes at most 8 leading dimensions
+    G, K = spec.groups, spec.m + spec.n
+    C_hint = size_hint(C)
+
+    # Template kernels read through pointers: realized (R, C) views (copies only
+    # if x or dy cannot be viewed so, e.g. a permuted x).
+    x2 = ir.ExternKernel.realize_input(lowerings[aten.view.default](x, [R, C]))
+    g2 = ir.ExternKernel.realize_input(lowerings[aten.view.default](grad, [R, C]))
+    a = ir.ExternKernel.realize_input(numerator)
+    b = ir.ExternKernel.realize_input(denominator)
+
+    nprog = _row_programs(device, R, C_hint)
+    ws = empty_strided([nprog, C, K], None, dtype=spec.cdt, device=device)
+    # dx in x's own shape (contiguous): Inductor matches the template's store
+    # with an epilogue's loads dimension by dimension (on GPU it does not merge
+    # loops before fusing), so an (R, C) output would not fuse with a consumer
+    # indexing (B, L, C).  The grid still sees (R, C) (call_sizes).
+    out_size = size if len(size) >= 2 else [1, C]
+    layout = ir.FixedLayout(device, x.get_dtype(), out_size, ir.FlexibleLayout.contiguous_strides(out_size))
+    inputs = [x2, g2, a, b, ws]
+    choices: list = []
+    errors = []
+    for block_r, block_c, warps, stages in _template_configs(C_hint, spec.cdt, K):
+        err = _template().maybe_append_choice(
+            choices,
+            input_nodes=inputs,
+            layout=layout,
+            mutated_inputs=[ws],
+            num_stages=stages,
+            num_warps=warps,
+            M=spec.m, N=spec.n, G=G,
+            NUM_SHARED=spec.num_shared, DEN_SHARED=spec.den_shared,
+            FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
+            NLEAD=len(out_size) - 1, NPROG=nprog, BLOCK_R=block_r, BLOCK_C=block_c,
+            ACC_TYPE=_TL_ACC[spec.cdt],
+            call_sizes=[R, C],
+        )
+        if err is not None:
+            errors.append(err)
+    if not choices:
+        raise NotImplementedError(f"flashkat lowering: no backward template config compiled: {errors}")
+    res = autotune_select_algorithm(TEMPLATE_NAME, choices, inputs, layout)
+    dx = res[0] if isinstance(res, tuple) else res  # torch 2.11: the node; 2.13+: (node, choice)
+    if len(out_size) != len(size):  # 1-D x
+        dx = lowerings[aten.view.default](dx, size)
+
+    # ---- stage 2: sum the workspace over programs and the group's channels
+    # (and over groups for a shared row): one fixed-order Inductor reduction
+    # per output, with the sign of b and the cast fused after it.
+    return (dx, *_finish_from_workspace(spec, ws, nprog, numerator, denominator))
+
+
+def _finish_from_workspace(spec: LoweringSpec, ws, nprog: int, numerator, denominator):
+    from torch._inductor import ir
+    from torch._inductor.virtualized import ops
+
+    cdt, G, D = spec.cdt, spec.groups, spec.width
+    fdt = _FINISH_DTYPE
+    wl = ws.make_loader()
+    device = ws.get_device()
+
+    def coefficient_sum(base: int, k: int, shared: bool):
+        def fn(idx, ridx):
+            gi, i = idx
+            if shared:
+                g, p, d = ridx
+            else:
+                (p, d), g = ridx, gi
+            return load_as(wl, [p, g * D + d, i + base], cdt, fdt)
+
+        red = ir.Reduction.create(
+            device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
+            ranges=[1 if shared else G, k],
+            reduction_ranges=[G, nprog, D] if shared else [nprog, D],
+            reduction_type="sum",
+        )
+        red.realize()
+        return red.make_loader()
+
+    num_sum = coefficient_sum(0, spec.m, spec.num_shared)
+    den_sum = coefficient_sum(spec.m, spec.n, spec.den_shared)
+    b_loader = denominator.make_loader()
+
+    def num_fn(idx):
+        v = num_sum(idx)
+        return ops.to_dtype(v, numerator.get_dtype(), src_dtype=fdt)
+
+    def den_fn(idx):
+        v = den_sum(idx)
+        if spec.form != "abs_sum":  # d|b_j|/db_j, after the reduction
+            b = load_as(b_loader, idx, denominator.get_dtype(), fdt)
+            v = ops.mul(v, sign_of(b, spec.zero_sign, fdt))
+        return ops.to_dtype(v, denominator.get_dtype(), src_dtype=fdt)
+
+    dnum = ir.Pointwise.create(device=device, dtype=numerator.get_dtype(), inner_fn=num_fn,
+                               ranges=list(numerator.get_size()))
+    dden = ir.Pointwise.create(device=device, dtype=denominator.get_dtype(), inner_fn=den_fn,
+                               ranges=list(denominator.get_size()))
+    return dnum, dden
+
+
+def _use_template(x, spec: LoweringSpec) -> bool:
+    mode = _state["mode"]
+    if mode == "ir":
+        return False
+    if spec.m > TEMPLATE_MAX_COEFFS or spec.n > TEMPLATE_MAX_COEFFS:
+        return False
+    device = x.get_device()
+    if device is None:
+        return False
+    if mode == "template":
+        return True
+    if device.type == "cuda":
+        return True
+    # Inductor generating Triton for the CPU (cpu_backend="triton", e.g. the
+    # interpreter-backed tests): the template is what that backend runs.
+    from torch._inductor import config
+
+    return device.type == "cpu" and getattr(config, "cpu_backend", "cpp") == "triton"
+
+
+# ============================================================================
+# Entry point
+# ============================================================================
+def rational_bwd_lowering(grad, x, numerator, denominator, form, zero_sign):
+    spec = lowering_spec(x, numerator, denominator, form, zero_sign)
+    if _use_template(x, spec):
+        out = _template_backward(grad, x, numerator, denominator, spec)
+        if out is not None:
+            return out
+    return _ir_backward(grad, x, numerator, denominator, spec)

@@ -1,0 +1,212 @@
+"""Inductor lowering of ``flashkat::rational_fwd``: the forward as an ``ir.Pointwise``.
+
+Being a plain pointwise node, the rational fuses with whatever surrounds it,
+on CPU (one C++ loop nest) and on GPU (one Triton kernel): a bias add or a
+scale before it is inlined into its loads, a ``+ 1``, a dropout or a cast
+after it inlines it.  Nothing is materialised but the consumers' outputs.
+
+Per element (compute dtype ``float32``, ``float64`` for ``float64`` inputs)::
+
+    p = Horner(a[g], x)                    highest coefficient first
+    t = |x| (safe) or x (signed, abs_sum)
+    s = Horner(c[g], t) * t                c = |b| (safe, signed) or b (abs_sum)
+    y = p / (1 + s)  or  p / (1 + |s|)     (abs_sum)
+
+with ``g = c // (C // G)`` the channel's group (``FloorDiv`` in sympy, so a
+symbolic channel count works), or 0 for a shared ``(1, k)`` coefficient row.
+The C++ backend vectorises this: with a group width that is a multiple of the
+vector width (96 at C = 768, G = 8) each coefficient is one scalar load and
+broadcast per 16-lane vector; otherwise it splits the channel loop at group
+boundaries (its "loop split" of ``FloorDiv`` for widths > 8) or gathers.
+Measured at 16 x 197 x 768 (2 cores): 0.58 ms against 0.35 ms for a copy.
+
+The helpers here (``LoweringSpec``, coefficient loaders, Horner chains) are
+shared with the backward lowering (``backward.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import sympy
+import torch
+
+from ..semantics import check_form, compute_dtype
+
+__all__ = ["LoweringSpec", "lowering_spec", "rational_fwd_lowering"]
+
+
+# ============================================================================
+# The static description of one call, in Inductor terms
+# ============================================================================
+@dataclasses.dataclass(frozen=True)
+class LoweringSpec:
+    form: str
+    zero_sign: str
+    groups: int  # G
+    num_shared: bool  # numerator is one (1, m) row
+    den_shared: bool  # denominator is one (1, n) row
+    m: int
+    n: int
+    channels: sympy.Expr  # C (usually a static integer)
+    width: sympy.Expr  # D = C // G, channels per group
+    cdt: torch.dtype  # compute / accumulation dtype
+
+
+def _static_int(v, what: str) -> int:
+    from torch._inductor.virtualized import V
+
+    if isinstance(v, int):
+        return v
+    if isinstance(v, sympy.Integer):
+        return int(v)
+    try:
+        return int(V.graph.sizevars.guard_int(v))
+    except Exception as e:  # noqa: BLE001
+        raise NotImplementedError(
+            f"flashkat lowering: {what} must be a static integer, got the symbolic size {v}"
+        ) from e
+
+
+def size_hint(expr) -> int:
+    """An example value of a (possibly symbolic) size: optimization_hint (torch 2.13+) or size_hint (2.11)."""
+    from torch._inductor.virtualized import V
+
+    sv = V.graph.sizevars
+    fn = getattr(sv, "optimization_hint", None) or getattr(sv, "size_hint")
+    return int(fn(expr))
+
+
+def lowering_spec(x, numerator, denominator, form: str, zero_sign: str) -> LoweringSpec:
+    """Read the static facts of a call from the IR nodes (validated already by the fake impl)."""
+    from torch.utils._sympy.functions import FloorDiv
+
+    check_form(form, zero_sign)
+    gn, m = (_static_int(s, "the numerator's shape") for s in numerator.get_size())
+    gd, n = (_static_int(s, "the denominator's shape") for s in denominator.get_size())
+    groups = max(gn, gd)
+    channels = sympy.sympify(x.get_size()[-1])
+    if isinstance(channels, sympy.Integer):
+        width = sympy.Integer(int(channels) // groups)
+    else:
+        width = FloorDiv(channels, groups) if groups > 1 else channels
+    return LoweringSpec(
+        form=form,
+        zero_sign=zero_sign,
+        groups=groups,
+        num_shared=gn == 1,
+        den_shared=gd == 1,
+        m=m,
+        n=n,
+        channels=channels,
+        width=width,
+        cdt=compute_dtype(x.get_dtype()),
+    )
+
+
+# ============================================================================
+# Building blocks evaluated inside inner_fn (ops.* values)
+# ============================================================================
+def group_of(spec: LoweringSpec, channel) -> sympy.Expr:
+    """The group index of a channel index (sympy)."""
+    from torch.utils._sympy.functions import FloorDiv
+
+    if spec.groups == 1:
+        return sympy.Integer(0)
+    return FloorDiv(channel, spec.width)
+
+
+def load_as(loader: Callable, index, src_dtype: torch.dtype, dtype: torch.dtype):
+    from torch._inductor.virtualized import ops
+
+    v = loader(index)
+    if src_dtype != dtype:
+        v = ops.to_dtype(v, dtype, src_dtype=src_dtype)
+    return v
+
+
+def coefficient_row(spec: LoweringSpec, node, g, *, absolute: bool) -> list:
+    """The k coefficients of group ``g`` (a sympy index) as ops values in the compute dtype."""
+    from torch._inductor.virtualized import ops
+
+    loader = node.make_loader()
+    rows, k = node.get_size()
+    row = sympy.Integer(0) if int(rows) == 1 else g
+    vals = []
+    for i in range(int(k)):
+        v = load_as(loader, [row, sympy.Integer(i)], node.get_dtype(), spec.cdt)
+        vals.append(ops.abs(v) if absolute else v)
+    return vals
+
+
+def horner(coeffs: list, t):
+    """sum_i coeffs[i] t^i, highest coefficient first: no 0 * t term (keeps inf / nan semantics)."""
+    from torch._inductor.virtualized import ops
+
+    p = coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        p = ops.add(ops.mul(p, t), c)
+    return p
+
+
+def horner_d(coeffs: list, t):
+    """(sum_i coeffs[i] t^i, its derivative in t) by joint Horner; the derivative is None for one coefficient."""
+    from torch._inductor.virtualized import ops
+
+    p = coeffs[-1]
+    dp: Optional[object] = None
+    for c in reversed(coeffs[:-1]):
+        dp = p if dp is None else ops.add(ops.mul(dp, t), p)
+        p = ops.add(ops.mul(p, t), c)
+    return p, dp
+
+
+def sign_of(v, zero_sign: str, dtype: torch.dtype):
+    """sign(v): "torch" gives 0 at 0 (torch.sign), "kat" gives -1 if v < 0 else +1."""
+    from torch._inductor.virtualized import ops
+
+    if zero_sign == "torch":
+        return ops.sign(v)
+    return ops.where(ops.lt(v, ops.constant(0.0, dtype)), ops.constant(-1.0, dtype), ops.constant(1.0, dtype))
+
+
+def denominator_inputs(spec: LoweringSpec, xv):
+    """t: the variable of the denominator polynomial."""
+    from torch._inductor.virtualized import ops
+
+    return ops.abs(xv) if spec.form == "safe" else xv
+
+
+# ============================================================================
+# The lowering
+# ============================================================================
+def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
+    from torch._inductor import ir
+    from torch._inductor.virtualized import ops
+
+    spec = lowering_spec(x, numerator, denominator, form, zero_sign)
+    x_dtype = x.get_dtype()
+    cdt = spec.cdt
+    x_loader = x.make_loader()
+    one = 1.0
+
+    def inner_fn(idx):
+        g = group_of(spec, idx[-1])
+        xv = load_as(x_loader, idx, x_dtype, cdt)
+        a = coefficient_row(spec, numerator, g, absolute=False)
+        c = coefficient_row(spec, denominator, g, absolute=spec.form != "abs_sum")
+        p = horner(a, xv)
+        t = denominator_inputs(spec, xv)
+        s = ops.mul(horner(c, t), t)
+        if spec.form == "abs_sum":
+            s = ops.abs(s)
+        q = ops.add(s, ops.constant(one, cdt))
+        y = ops.truediv(p, q)
+        return ops.to_dtype(y, x_dtype, src_dtype=cdt) if x_dtype != cdt else y
+
+    return ir.Pointwise.create(
+        device=x.get_device(),
+        dtype=x_dtype,
+        inner_fn=inner_fn,
+        ranges=list(x.get_size()),
+    )

@@ -1,0 +1,554 @@
+"""The Inductor lowerings of the ops (``flashkat_inductor.lowerings``).
+
+CPU, in CI (backend="inductor": the lowerings are global once registered):
+  - forward fusion visible in the generated C++ (one kernel holds the rational
+    and its neighbours; no eager call of the op in the wrapper);
+  - the backward lowered (no eager call), one vectorised C++ kernel;
+  - y, dx, dnum, dden against the float64 reference for every form x
+    zero_sign x coefficient layout, orders (1,1) .. (8,8), odd shapes, bf16
+    and float64, strided / expanded inputs, a dynamic batch.
+  Compiles cost seconds each on a small CPU box, so each compiled function
+  checks many cases at once (several independent rationals in one graph).
+Triton template on CPU (in a subprocess: Inductor's Triton codegen run through
+  the Triton interpreter with a stand-in driver, tests/fake_triton_cpu.py):
+  numerics and the dx epilogue fused into ``triton_tem_fused_...``.
+CUDA (skipped without a GPU): the real template, autotuned over its configs,
+  epilogue fusion, numerics, bf16, a dynamic batch, forward fusion in Triton.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import flashkat_inductor as fk
+from flashkat_inductor.lowerings import register_lowerings
+from flashkat_inductor.semantics import FORMS, ZERO_SIGNS, reference_backward, reference_forward
+
+from helpers import coefficients, naive_lowp, rel_err
+
+F32_BOUND = 1e-6
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LAYOUTS = [(1, 8), (8, 8), (8, 1), (1, 1)]  # (numerator rows, denominator rows)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _lowerings():
+    register_lowerings()
+    register_lowerings()  # idempotent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiles():
+    """No FX-graph / AOT-autograd cache hits: the lowerings live outside Inductor's cache key
+    (the flashkat backend adds them through its CustomGraphPass uuid; backend="inductor" cannot)."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    with inductor_config.patch(fx_graph_cache=False, fx_graph_remote_cache=False), \
+            functorch_config.patch(enable_autograd_cache=False):
+        yield
+    torch._dynamo.reset()
+
+
+def compile_and_run(fn, *args):
+    """Compile with backend="inductor", run once; return (outputs, [generated source per graph])."""
+    from torch._inductor.utils import run_and_get_code
+
+    compiled = torch.compile(fn, backend="inductor", fullgraph=True)
+    return run_and_get_code(compiled, *args)
+
+
+def kernel_names(code: str, prefix: str = "cpp_fused_") -> list:
+    return re.findall(rf"^({prefix}\w*) = async_compile", code, re.M)
+
+
+def assert_no_eager_op(code: str):
+    assert "torch.ops.flashkat.rational_fwd.default(" not in code, "forward op ran eagerly"
+    assert "torch.ops.flashkat.rational_bwd.default(" not in code, "backward op ran eagerly"
+
+
+def leaves(*ts):
+    return [t.detach().clone().requires_grad_() for t in ts]
+
+
+def compiled_training(cases, *, sum_loss=None):
+    """Compile ONE function running every case's rational, run forward + backward.
+
+    cases: list of (x, a, b, form, zero_sign, dy); returns (ys, grads, codes) with
+    grads[i] = (dx, da, db).  With sum_loss (a set of case indices) the compiled
+    function also computes the loss, sum_i (y_i * dy_i).sum() but y_i.sum() for
+    the listed cases, so that their gradient inside the compiled backward is an
+    expanded (stride-0) tensor; otherwise the tangents dy_i are passed in."""
+    specs = [(c[3], c[4]) for c in cases]
+    n = len(cases)
+
+    def fn(*flat):
+        outs = []
+        for i, (form, zs) in enumerate(specs):
+            x, a, b = flat[3 * i : 3 * i + 3]
+            outs.append(fk.rational(x, a, b, form=form, zero_sign=zs))
+        if sum_loss is None:
+            return tuple(outs)
+        dys = flat[3 * n :]
+        loss = sum(y.sum() if i in sum_loss else (y * dy).sum() for i, (y, dy) in enumerate(zip(outs, dys)))
+        return (*outs, loss)
+
+    flat = [t for c in cases for t in leaves(c[0], c[1], c[2])]
+    extra = [c[5] for c in cases] if sum_loss is not None else []
+    from torch._inductor.utils import run_and_get_code
+
+    compiled = torch.compile(fn, backend="inductor", fullgraph=True)
+
+    def step():
+        outs = compiled(*flat, *extra)
+        if sum_loss is None:
+            torch.autograd.backward(outs, [c[5] for c in cases])
+        else:
+            outs[-1].backward()
+        return outs[:n]
+
+    ys, codes = run_and_get_code(step)
+    grads = [tuple(flat[3 * i + j].grad for j in range(3)) for i in range(n)]
+    return ys, grads, codes
+
+
+def check_case(y, grads, x, a, b, form, zs, dy, bound=F32_BOUND, what=""):
+    ref_y = reference_forward(x, a, b, form)
+    ref_g = reference_backward(dy, x, a, b, form, zs)
+    errs = [rel_err(y, ref_y)] + [rel_err(u, v) for u, v in zip(grads, ref_g)]
+    assert y.dtype == x.dtype and grads[0].dtype == x.dtype
+    assert grads[1].dtype == a.dtype and grads[2].dtype == b.dtype
+    assert grads[1].shape == a.shape and grads[2].shape == b.shape
+    assert max(errs) <= bound, (what, dict(zip(("y", "dx", "dnum", "dden"), errs)))
+    return errs
+
+
+def uniform_grad(shape, dtype=torch.float32, device="cpu"):
+    # dy ~ U(0.5, 1.5): no cancellation in the coefficient sums (as in test_ops.py)
+    return (torch.rand(shape, device=device) + 0.5).to(dtype)
+
+
+# ============================================================================
+# Forward fusion (C++)
+# ============================================================================
+def test_forward_fuses_with_neighbours_cpp():
+    a, b = coefficients(6, 4, 1, 8, kind="gelu")
+    x = torch.randn(7, 33, 200)
+
+    # x * 2 -> rational -> + 1: one kernel, the op is not called eagerly
+    def scaled(x, a, b):
+        return fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat") + 1.0
+
+    y, (code,) = compile_and_run(scaled, x, a, b)
+    names = kernel_names(code)
+    assert len(names) == 1 and "rational_fwd" in names[0] and "add" in names[0] and "mul" in names[0], names
+    assert_no_eager_op(code)
+    assert "Vectorized<float>" in code  # the group loop split made it vectorisable
+    assert rel_err(y, reference_forward(2 * x, a, b, "safe") + 1) <= F32_BOUND
+
+    # linear (no bias) -> bias add -> rational -> dropout: the matmul is an extern
+    # kernel; bias add, rational and dropout are ONE kernel.  (F.linear with a bias
+    # folds the bias into addmm on CPU, so the add is written out here.)
+    w = torch.randn(96, 64) / 8
+    bias = torch.randn(96)
+    xin = torch.randn(4, 9, 64)
+
+    def mlp(x, w, bias, a, b):
+        return F.dropout(fk.rational(F.linear(x, w) + bias, a, b), p=0.25, training=True)
+
+    out, (code,) = compile_and_run(mlp, xin, w, bias, a, b)
+    names = kernel_names(code)
+    fused = [n for n in names if "rational_fwd" in n]
+    assert len(fused) == 1 and "add" in fused[0] and "dropout" in fused[0], names
+    assert len(names) == 1, names
+    assert_no_eager_op(code)
+    ref = reference_forward(F.linear(xin, w) + bias, a, b, "safe")
+    kept = out != 0
+    assert 0.6 < kept.double().mean().item() < 0.9  # p = 0.25
+    torch.testing.assert_close(out[kept].double(), ref[kept] / 0.75, rtol=1e-5, atol=1e-5)
+
+
+# ============================================================================
+# Backward: one vectorised C++ kernel, numerics of every form / sign / layout
+# ============================================================================
+@pytest.mark.parametrize("form", FORMS)
+def test_forms_signs_layouts(form):
+    """One compiled graph per form: 2 zero_sign conventions x 4 coefficient layouts at 7 x 33 x 200."""
+    cases = []
+    for zs, (gn, gd) in itertools.product(ZERO_SIGNS, LAYOUTS):
+        x = torch.randn(7, 33, 200)
+        x[0, 0, :7] = 0.0  # exact zeros: the sign convention matters for dx
+        a, b = coefficients(6, 4, gn, gd, form=form, zeros=True)  # exact zeros in b too
+        cases.append((x, a, b, form, zs, uniform_grad(x.shape)))
+    ys, grads, codes = compiled_training(cases)
+    fwd, bwd = codes
+    assert_no_eager_op(fwd)
+    assert_no_eager_op(bwd)
+    # every backward in one C++ function; x and dy loaded as vectors
+    assert len([n for n in kernel_names(bwd) if "rational_bwd" in n]) == 1, kernel_names(bwd)
+    assert "at::vec::Vectorized<float>::loadu" in bwd
+    for y, g, (x, a, b, form_, zs, dy) in zip(ys, grads, cases):
+        check_case(y, g, x, a, b, form_, zs, dy, what=(form_, zs, a.shape[0], b.shape[0]))
+
+
+def test_backward_is_one_pass_cpp():
+    """The backward's main loop nest stores dx and accumulates all m + n sums: x and dy are read once."""
+    x = torch.randn(16, 12, 96)
+    a, b = coefficients(6, 4, 1, 8, kind="gelu")
+    dy = uniform_grad(x.shape)
+
+    def bwd(dy, x, a, b):
+        return torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat")
+
+    (dx, da, db), (code,) = compile_and_run(bwd, dy, x, a, b)
+    assert_no_eager_op(code)
+    names = kernel_names(code)
+    assert len(names) == 1, names
+    body = code[code.index("extern \"C\""):]
+    # x (in_ptr1) and dy (in_ptr0) are each loaded in one loop nest only (vector body + tail)
+    for ptr in ("in_ptr0", "in_ptr1"):
+        loads = re.findall(rf"Vectorized<float>::loadu\({ptr} \+", body)
+        assert 1 <= len(loads) <= 2, (ptr, len(loads))
+    accs = set(re.findall(r"tmp_acc(\d+)_vec = (?:tmp_acc\d+_vec \+|sum_masked_reduce\()", body))
+    assert len(accs) >= 10, accs  # m + n vector accumulators in the main loop nest
+    assert "std::pow" not in body and "pow(" not in body  # powers never materialised
+    ref = reference_backward(dy, x, a, b, "safe", "kat")
+    assert max(rel_err(u, v) for u, v in zip((dx, da, db), ref)) <= F32_BOUND
+
+
+def test_orders_and_group_counts():
+    """(m, n) from (1, 1) to (8, 8) for every form, and narrow groups (D = 1, 2) in one graph."""
+    cases = []
+    for form in FORMS:
+        for m, n in [(1, 1), (6, 4), (8, 8), (3, 7)]:
+            x = torch.randn(5, 48)
+            a, b = coefficients(m, n, 4, 4, form=form)
+            cases.append((x, a, b, form, "torch", uniform_grad(x.shape)))
+    for groups in (24, 48):  # 2 and 1 channels per group
+        x = torch.randn(3, 4, 48)
+        a, b = coefficients(6, 4, groups, groups)
+        cases.append((x, a, b, "safe", "kat", uniform_grad(x.shape)))
+    ys, grads, codes = compiled_training(cases)
+    assert_no_eager_op(codes[0])
+    assert_no_eager_op(codes[1])
+    for y, g, (x, a, b, form, zs, dy) in zip(ys, grads, cases):
+        check_case(y, g, x, a, b, form, zs, dy, what=(form, a.shape, b.shape))
+
+
+def test_shapes_strides_expanded_grad():
+    """1-D, 4-D, permuted (channels-last view) and sliced x; y.sum() (a stride-0 gradient)."""
+    a, b = coefficients(6, 4, 1, 8)
+    base = torch.randn(7, 40, 128)
+    cases = [
+        (torch.randn(48), a[:, :6], b[:4], "safe", "torch", None),
+        (torch.randn(2, 3, 5, 40), a, b, "signed", "kat", None),
+        (torch.randn(2, 16, 5, 5).permute(0, 2, 3, 1), a, b, "safe", "kat", None),
+        (base[..., ::2], a, b, "abs_sum", "torch", None),
+        (torch.randn(40, 7, 64).transpose(0, 1), a, b, "safe", "kat", None),  # y.sum()
+    ]
+    cases = [(x, a_, b_, f, z, uniform_grad(x.shape) if i < 4 else torch.ones(x.shape))
+             for i, (x, a_, b_, f, z, _) in enumerate(cases)]
+    ys, grads, codes = compiled_training(cases, sum_loss={4})
+    assert_no_eager_op(codes[0])
+    assert_no_eager_op(codes[1])
+    for y, g, (x, a_, b_, form, zs, dy) in zip(ys, grads, cases):
+        check_case(y, g, x, a_, b_, form, zs, dy, what=(form, tuple(x.shape), x.stride()))
+
+
+def test_low_precision_and_float64():
+    """bf16 (and fp16) x with bf16 or float32 coefficients: at most 2x the error of the naive
+    computation in that dtype; float64 computed in float64."""
+    cases, lowp = [], []
+    for form in FORMS:
+        for dtype, cd in [(torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
+                          (torch.float16, torch.float16)]:
+            x = torch.randn(7, 33, 200).to(dtype)
+            a, b = coefficients(6, 4, 1, 8, form=form, dtype=cd)
+            cases.append((x, a, b, form, "torch", uniform_grad(x.shape, dtype)))
+            lowp.append(True)
+    x = torch.randn(6, 40, dtype=torch.float64)
+    a, b = coefficients(6, 4, 1, 4, dtype=torch.float64)
+    cases.append((x, a, b, "safe", "torch", uniform_grad(x.shape, torch.float64)))
+    lowp.append(False)
+    ys, grads, codes = compiled_training(cases)
+    assert_no_eager_op(codes[1])
+    assert "bfloat16" in codes[0] or "BFloat16" in codes[0]  # read / written in bf16, not via f32 buffers
+    for y, g, (x, a, b, form, zs, dy), is_lowp in zip(ys, grads, cases, lowp):
+        if not is_lowp:
+            check_case(y, g, x, a, b, form, zs, dy, bound=1e-13, what="float64")
+            continue
+        assert y.dtype == x.dtype and g[0].dtype == x.dtype and g[1].dtype == a.dtype and g[2].dtype == b.dtype
+        ref_y = reference_forward(x, a, b, form)
+        ref_g = reference_backward(dy, x, a, b, form, zs)
+        xl, al, bl = (t.detach().to(x.dtype).requires_grad_() for t in (x, a, b))
+        yl = naive_lowp(xl, al, bl, form)
+        yl.backward(dy)
+        base = [rel_err(yl, ref_y)] + [rel_err(u, v) for u, v in zip((xl.grad, al.grad, bl.grad), ref_g)]
+        ours = [rel_err(y, ref_y)] + [rel_err(u, v) for u, v in zip(g, ref_g)]
+        for name, o, bb in zip(("y", "dx", "dnum", "dden"), ours, base):
+            assert o <= 2 * bb, (form, x.dtype, a.dtype, name, o, bb)
+
+
+def test_dynamic_batch_cpp():
+    """A symbolic batch: one compiled graph serves two batch sizes."""
+    from torch._dynamo.utils import counters
+
+    a, b = coefficients(6, 4, 1, 8, kind="gelu")
+    counters.clear()
+    compiled = torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+                             backend="inductor", fullgraph=True)
+    for batch in (5, 9):
+        x = torch.randn(batch, 17, 64)
+        xr, ar, br = leaves(x, a, b)
+        torch._dynamo.mark_dynamic(xr, 0)
+        dy = uniform_grad(x.shape)
+        y = compiled(xr, ar, br)
+        y.backward(dy)
+        check_case(y, (xr.grad, ar.grad, br.grad), x, a, b, "safe", "kat", dy, what=("batch", batch))
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_registration_is_lazy_and_idempotent():
+    code = textwrap.dedent("""
+        import sys
+        import flashkat_inductor, flashkat_inductor.lowerings as L
+        assert "torch._inductor.lowering" not in sys.modules, "importing the package imported Inductor"
+        L.register_lowerings(); L.register_lowerings()
+        import torch
+        from torch._inductor.lowering import lowerings
+        from flashkat_inductor.lowerings.forward import rational_fwd_lowering
+        assert torch.ops.flashkat.rational_fwd.default in lowerings
+        assert torch.ops.flashkat.rational_bwd.default in lowerings
+        print("OK")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+# ============================================================================
+# The Triton template on CPU: Inductor's Triton codegen under the interpreter
+# ============================================================================
+_TEMPLATE_SCRIPT = r"""
+import json, os, re, sys
+sys.path.insert(0, {tests!r})
+import fake_triton_cpu  # noqa: F401  (process-wide: cpu_backend="triton", a stand-in driver)
+import torch
+import torch._inductor.config as inductor_config
+import torch._functorch.config as functorch_config
+inductor_config.fx_graph_cache = False
+functorch_config.enable_autograd_cache = False
+import flashkat_inductor as fk
+from flashkat_inductor.lowerings import register_lowerings
+from flashkat_inductor.lowerings import backward as bw
+from flashkat_inductor.semantics import reference_backward, reference_forward
+from helpers import coefficients, rel_err
+from torch._inductor.utils import run_and_get_code
+
+register_lowerings()
+bw._state["configs"] = [(8, 64, 4, 1), (4, 128, 4, 1)]  # two choices: autotuning picks one
+torch.manual_seed(0)
+result = {{}}
+
+# (1) backward op with an epilogue on dx, several forms / layouts in one graph
+cases = [("safe", "torch", 1, 8, 6, 4), ("signed", "kat", 8, 8, 6, 4), ("abs_sum", "kat", 8, 1, 6, 4),
+         ("safe", "kat", 1, 1, 1, 1), ("safe", "torch", 4, 4, 8, 8)]
+args = []
+for form, zs, gn, gd, m, n in cases:
+    x = torch.randn(3, 11, 80)
+    x[0, 0, :5] = 0.0
+    a, b = coefficients(m, n, gn, gd, form=form, zeros=True)
+    args += [torch.rand(3, 11, 80) + 0.5, x, a, b]
+
+def f(*flat):
+    outs = []
+    for i, (form, zs, *_ ) in enumerate(cases):
+        dy, x, a, b = flat[4 * i: 4 * i + 4]
+        dx, da, db = torch.ops.flashkat.rational_bwd(dy, x, a, b, form, zs)
+        outs += [dx * 3.0 + 1.0, da, db]
+    return outs
+
+out, codes = run_and_get_code(torch.compile(f, backend="inductor", fullgraph=True), *args)
+code = "\n".join(codes)
+errs = []
+for i, (form, zs, *_ ) in enumerate(cases):
+    dy, x, a, b = args[4 * i: 4 * i + 4]
+    ref = reference_backward(dy, x, a, b, form, zs)
+    errs.append([rel_err(out[3 * i], ref[0] * 3 + 1), rel_err(out[3 * i + 1], ref[1]), rel_err(out[3 * i + 2], ref[2])])
+result["bwd_errs"] = errs
+result["template_kernels"] = sorted(set(re.findall(r"def (triton_tem_\w+)\(", code)))
+result["eager_bwd"] = "torch.ops.flashkat.rational_bwd.default(" in code
+result["while_loop"] = "while row0 < R" in code
+loop = code[code.index("while row0 < R"):code.index("row0 += NPROG * BLOCK_R")]
+result["coef_loads_in_loop"] = ("tl.load(A" in loop) or ("tl.load(B" in loop)
+result["divisions_in_loop"] = sum(" / " in ln for ln in loop.splitlines() if not ln.strip().startswith("#"))
+
+# (2) training step: x * 2 -> rational -> + 1 forward fused (Triton), bf16 x, dynamic batch
+a, b = coefficients(6, 4, 1, 8, kind="gelu")
+def g(x, a, b):
+    return fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat") + 1.0
+compiled = torch.compile(g, backend="inductor", fullgraph=True)
+train = []
+for batch in (4, 6):
+    x = torch.randn(batch, 7, 64)
+    xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+    torch._dynamo.mark_dynamic(xr, 0)
+    dy = torch.rand(x.shape) + 0.5
+    def step():
+        y = compiled(xr, ar, br)
+        y.backward(dy)
+        return y
+    y, c2 = run_and_get_code(step)
+    ref = reference_backward(dy, 2 * x, a, b, "safe", "kat")
+    train.append([rel_err(y, reference_forward(2 * x, a, b, "safe") + 1), rel_err(xr.grad, 2 * ref[0]),
+                  rel_err(ar.grad, ref[1]), rel_err(br.grad, ref[2])])
+    if batch == 4:
+        fwd_code, bwd_code = c2
+        result["fwd_kernels"] = sorted(set(re.findall(r"def (triton_\w+)\(", fwd_code)))
+        result["bwd_template"] = sorted(set(re.findall(r"def (triton_tem_\w+)\(", bwd_code)))
+        result["dynamic_rows"] = "R = {{size(" not in bwd_code and bool(re.search(r"R = ks\d|R = \d+\*ks\d|R = 7\*ks", bwd_code))
+result["train_errs"] = train
+
+xb = torch.randn(3, 11, 80).to(torch.bfloat16)
+ab, bb = coefficients(6, 4, 1, 8, form="safe")
+dyb = (torch.rand(3, 11, 80) + 0.5).to(torch.bfloat16)
+o = torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "torch"),
+                  backend="inductor", fullgraph=True)(dyb, xb, ab, bb)
+ref = reference_backward(dyb, xb, ab, bb, "safe", "torch")
+result["bf16"] = [str(o[0].dtype), str(o[1].dtype)] + [rel_err(u, v) for u, v in zip(o, ref)]
+print("RESULT" + json.dumps(result))
+"""
+
+
+def test_triton_template_on_cpu_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = _TEMPLATE_SCRIPT.format(tests=HERE)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=600)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    assert out.returncode == 0 and lines, out.stderr[-5000:]
+    res = json.loads(lines[-1][len("RESULT"):])
+    assert not res["eager_bwd"]
+    assert res["while_loop"]
+    assert not res["coef_loads_in_loop"], "coefficients must be loaded once per program, not per element"
+    assert res["divisions_in_loop"] == 1, res["divisions_in_loop"]  # one reciprocal per element
+    # the dx epilogue (* 3 + 1) is inside the template kernel
+    assert any("add" in k and "mul" in k and "rational_bwd" in k for k in res["template_kernels"]), res
+    for e in res["bwd_errs"]:
+        assert max(e) <= F32_BOUND, res["bwd_errs"]
+    # forward: x * 2, the rational and + 1 in one Triton kernel; backward through the template
+    fwd = [k for k in res["fwd_kernels"] if "rational_fwd" in k]
+    assert len(fwd) == 1 and "add" in fwd[0] and "mul" in fwd[0] and len(res["fwd_kernels"]) == 1, res
+    assert res["bwd_template"], res
+    assert res["dynamic_rows"], res
+    for e in res["train_errs"]:
+        assert max(e) <= F32_BOUND, res["train_errs"]
+    assert res["bf16"][:2] == ["torch.bfloat16", "torch.float32"]
+    assert max(res["bf16"][2:]) <= 1e-2, res["bf16"]
+
+
+# ============================================================================
+# CUDA: the real template (skipped without a GPU)
+# ============================================================================
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+def test_cuda_template_numerics_autotune_epilogue():
+    cases = []
+    for form, zs, (gn, gd) in [("safe", "torch", (1, 8)), ("safe", "kat", (8, 8)), ("signed", "kat", (8, 1)),
+                               ("abs_sum", "torch", (1, 1)), ("abs_sum", "kat", (8, 8))]:
+        x = torch.randn(7, 33, 200, device="cuda")
+        x[0, 0, :7] = 0.0
+        a, b = coefficients(6, 4, gn, gd, form=form, device="cuda", zeros=True)
+        cases.append((x, a, b, form, zs))
+    for m, n in [(1, 1), (8, 8)]:
+        x = torch.randn(7, 33, 200, device="cuda")
+        a, b = coefficients(m, n, 8, 8, device="cuda")
+        cases.append((x, a, b, "safe", "kat"))
+    args = []
+    for x, a, b, _, _ in cases:
+        args += [uniform_grad(x.shape, device="cuda"), x, a, b]
+    specs = [(c[3], c[4]) for c in cases]
+
+    def f(*flat):
+        outs = []
+        for i, (form, zs) in enumerate(specs):
+            dy, x, a, b = flat[4 * i : 4 * i + 4]
+            dx, da, db = torch.ops.flashkat.rational_bwd(dy, x, a, b, form, zs)
+            outs += [dx * 3.0 + 1.0, da, db]
+        return outs
+
+    out, codes = compile_and_run(f, *args)
+    code = "\n".join(codes)
+    assert_no_eager_op(code)
+    tem = set(re.findall(r"def (triton_tem_\w+)\(", code))
+    assert tem and all("add" in k and "mul" in k for k in tem), tem  # epilogue fused
+    for i, (x, a, b, form, zs) in enumerate(cases):
+        dy = args[4 * i]
+        ref = reference_backward(dy, x, a, b, form, zs)
+        errs = [rel_err(out[3 * i], ref[0] * 3 + 1), rel_err(out[3 * i + 1], ref[1]), rel_err(out[3 * i + 2], ref[2])]
+        assert max(errs) <= F32_BOUND, (form, zs, errs)
+
+
+@cuda
+def test_cuda_training_dynamic_batch_bf16_and_forward_fusion():
+    a, b = coefficients(6, 4, 1, 8, kind="gelu", device="cuda")
+
+    def g(x, a, b):
+        return fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat") + 1.0
+
+    compiled = torch.compile(g, backend="inductor", fullgraph=True)
+    from torch._inductor.utils import run_and_get_code
+
+    for batch in (8, 24):
+        x = torch.randn(batch, 197, 192, device="cuda")
+        xr, ar, br = leaves(x, a, b)
+        torch._dynamo.mark_dynamic(xr, 0)
+        dy = uniform_grad(x.shape, device="cuda")
+
+        def step():
+            y = compiled(xr, ar, br)
+            y.backward(dy)
+            return y
+
+        y, codes = run_and_get_code(step) if batch == 8 else (step(), None)
+        ref = reference_backward(dy, 2 * x, a, b, "safe", "kat")
+        errs = [rel_err(y, reference_forward(2 * x, a, b, "safe") + 1), rel_err(xr.grad, 2 * ref[0]),
+                rel_err(ar.grad, ref[1]), rel_err(br.grad, ref[2])]
+        assert max(errs) <= F32_BOUND, (batch, errs)
+        if codes:
+            fwd, bwd = codes
+            fk_fwd = [k for k in re.findall(r"def (triton_\w+)\(", fwd) if "rational_fwd" in k]
+            assert len(fk_fwd) == 1 and "mul" in fk_fwd[0] and "add" in fk_fwd[0], fk_fwd
+            assert re.search(r"def triton_tem_\w*rational_bwd", bwd)
+            assert_no_eager_op(fwd + bwd)
+
+    # bf16 end to end
+    xb = torch.randn(16, 197, 384, device="cuda", dtype=torch.bfloat16)
+    ab, bb = coefficients(6, 4, 1, 8, form="safe", device="cuda")
+    dyb = uniform_grad(xb.shape, torch.bfloat16, device="cuda")
+    xr, ar, br = leaves(xb, ab, bb)
+    y = torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="torch"),
+                      backend="inductor", fullgraph=True)(xr, ar, br)
+    y.backward(dyb)
+    ref_y = reference_forward(xb, ab, bb, "safe")
+    ref_g = reference_backward(dyb, xb, ab, bb, "safe", "torch")
+    xl, al, bl = (t.detach().to(torch.bfloat16).requires_grad_() for t in (xb, ab, bb))
+    yl = naive_lowp(xl, al, bl, "safe")
+    yl.backward(dyb)
+    base = [rel_err(yl, ref_y)] + [rel_err(u, v) for u, v in zip((xl.grad, al.grad, bl.grad), ref_g)]
+    ours = [rel_err(y, ref_y)] + [rel_err(u, v) for u, v in zip((xr.grad, ar.grad, br.grad), ref_g)]
+    assert y.dtype == torch.bfloat16 and xr.grad.dtype == torch.bfloat16
+    for name, o, bb_ in zip(("y", "dx", "dnum", "dden"), ours, base):
+        assert o <= 2 * bb_, (name, o, bb_)
