@@ -11,6 +11,12 @@ Methods (float32 unless --dtype says otherwise):
                   torch.compile(backend="inductor") with the project's lowerings registered
   eager_pau       the hand-written PAU, eager
   eager_ops       the project's ops, eager (their PyTorch CPU implementation)
+  flashkat_pau    the hand-written PAU under torch.compile(backend="flashkat") (rewritten)
+  inductor_kat_ref, flashkat_kat_ref, eager_kat_ref
+                  KAT's pure-PyTorch reference function (stacked powers + bmm,
+                  signed form; tests/kat_modules.py) under Inductor, under
+                  flashkat (rewritten) and eager; its own coefficients, with
+                  the odd powers' denominator coefficients small so Q stays > 0
 
 Columns: fwd_ms is the training forward alone (inputs require grad), bwd_ms the
 backward alone (a fresh forward before each timed backward), fwdbwd_ms both;
@@ -39,6 +45,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import flashkat_inductor as fk  # noqa: E402
 from flashkat_inductor.lowerings import register_lowerings  # noqa: E402
@@ -63,6 +70,13 @@ def pau_safe(x, a, b):
 def ops_safe(x, a, b):
     # zero_sign="torch": the semantics of autograd on the hand-written code
     return fk.rational(x, a, b, form="safe", zero_sign="torch")
+
+
+def kat_ref(x, a, b):
+    """KAT's pure-PyTorch reference (signed form), as KAT_Group_Torch calls it."""
+    from kat_modules import kat_rational_torch
+
+    return kat_rational_torch(x, a, b, b.shape[0])
 
 
 def cpu_name() -> str:
@@ -96,7 +110,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--reps", type=int, default=5, help="timed calls per round and method")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--methods", nargs="+", default=["inductor_pau", "inductor_ops", "eager_pau", "eager_ops"])
+    ap.add_argument("--methods", nargs="+", default=["inductor_pau", "inductor_ops", "flashkat_pau", "eager_pau",
+                                                       "eager_ops", "inductor_kat_ref", "flashkat_kat_ref",
+                                                       "eager_kat_ref"])
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/cpu_<date>.json); '-' for none")
     args = ap.parse_args(argv)
 
@@ -112,34 +128,46 @@ def main(argv=None):
     b0 = (torch.randn(G, args.n) * 0.5).to(dtype)
     dy = (torch.rand(shape) + 0.5).to(dtype)
     x, a, b = (t.clone().requires_grad_() for t in (x0, a0, b0))
+    bs0 = b0.clone()
+    bs0[:, 0::2] *= 0.02  # signed form: keep Q = 1 + sum |b_j| x^(j+1) away from 0
+    bs = bs0.requires_grad_()
+    coefs = {"safe": (a, b), "signed": (a, bs)}
 
     fns = {
-        "inductor_pau": torch.compile(pau_safe, backend="inductor", fullgraph=True),
-        "inductor_ops": torch.compile(ops_safe, backend="inductor", fullgraph=True),
-        "eager_pau": pau_safe,
-        "eager_ops": ops_safe,
+        "inductor_pau": (torch.compile(pau_safe, backend="inductor", fullgraph=True), "safe"),
+        "inductor_ops": (torch.compile(ops_safe, backend="inductor", fullgraph=True), "safe"),
+        "flashkat_pau": (torch.compile(pau_safe, backend="flashkat", fullgraph=True), "safe"),
+        "eager_pau": (pau_safe, "safe"),
+        "eager_ops": (ops_safe, "safe"),
+        "inductor_kat_ref": (torch.compile(kat_ref, backend="inductor", fullgraph=True), "signed"),
+        "flashkat_kat_ref": (torch.compile(kat_ref, backend="flashkat", fullgraph=True), "signed"),
+        "eager_kat_ref": (kat_ref, "signed"),
     }
     methods = [m for m in args.methods if m in fns]
 
     def clear_grads():
         # .grad = None before each backward: autograd then hands the gradient over
         # instead of adding it into the previous one (an extra pass over x)
-        x.grad = a.grad = b.grad = None
+        x.grad = a.grad = b.grad = bs.grad = None
 
     def fwd(f):
-        return lambda: f(x, a, b)
+        fn, form = f
+        return lambda: fn(x, *coefs[form])
 
     def fwdbwd(f):
+        fn, form = f
+
         def run():
             clear_grads()
-            f(x, a, b).backward(dy)
+            fn(x, *coefs[form]).backward(dy)
         return run
 
     def bwd_timer(f, reps):
+        fn, form = f
         ts = []
         for _ in range(reps):
             clear_grads()
-            y = f(x, a, b)
+            y = fn(x, *coefs[form])
             t0 = time.perf_counter()
             y.backward(dy)
             ts.append(time.perf_counter() - t0)
@@ -150,16 +178,19 @@ def main(argv=None):
     for mth in methods:
         for _ in range(3):
             fwdbwd(fns[mth])()
-        x.grad = a.grad = b.grad = None
-        y = fns[mth](x, a, b)
+        clear_grads()
+        fn, form = fns[mth]
+        ca, cb = coefs[form]
+        y = fn(x, ca, cb)
         y.backward(dy)
-        outs[mth] = (y.detach().double(), x.grad.double(), a.grad.double(), b.grad.double())
-        x.grad = a.grad = b.grad = None
-    ref = outs[methods[0]]
-    for mth in methods[1:]:
-        errs = [((o - r).norm() / r.norm()).item() for o, r in zip(outs[mth], ref)]
-        if max(errs) > (1e-4 if dtype == torch.float32 else 5e-2):
-            print(f"warning: {mth} differs from {methods[0]}: rel errs y/dx/da/db = {errs}")
+        outs[mth] = (y.detach().double(), x.grad.double(), ca.grad.double(), cb.grad.double())
+        clear_grads()
+    for form in ("safe", "signed"):  # each method against the first of its function
+        same = [m for m in methods if fns[m][1] == form]
+        for mth in same[1:]:
+            errs = [((o - r).norm() / r.norm()).item() for o, r in zip(outs[mth], outs[same[0]])]
+            if max(errs) > (1e-4 if dtype == torch.float32 else 5e-2):
+                print(f"warning: {mth} differs from {same[0]}: rel errs y/dx/da/db = {errs}")
 
     # ---- copy ceiling --------------------------------------------------------
     src = torch.randn(shape).to(dtype)
@@ -202,11 +233,12 @@ def main(argv=None):
     # ---- report --------------------------------------------------------------
     print(f"{device}; torch {torch.__version__}; {args.dtype}; shape {shape}; {G} groups; "
           f"(m, n) = ({args.m}, {args.n}); copy {copy_gbps:.1f} GB/s; load average {os.getloadavg()[0]:.2f}")
-    base = next((r for r in rows if r["method"] == "inductor_pau"), None)
-    print(f"{'method':<14} {'fwd ms':>8} {'bwd ms':>8} {'fwd+bwd ms':>11} {'vs inductor_pau':>16}")
+    by = {r["method"]: r for r in rows}
+    print(f"{'method':<17} {'fwd ms':>8} {'bwd ms':>8} {'fwd+bwd ms':>11} {'vs Inductor on the same code':>29}")
     for r in rows:
+        base = by.get("inductor_kat_ref" if fns[r["method"]][1] == "signed" else "inductor_pau")
         rel = f"{r['fwdbwd_ms'] / base['fwdbwd_ms']:.2f}x" if base else ""
-        print(f"{r['method']:<14} {r['fwd_ms']:>8.3f} {r['bwd_ms']:>8.3f} {r['fwdbwd_ms']:>11.3f} {rel:>16}")
+        print(f"{r['method']:<17} {r['fwd_ms']:>8.3f} {r['bwd_ms']:>8.3f} {r['fwdbwd_ms']:>11.3f} {rel:>29}")
     if args.out != "-":
         out = args.out or os.path.join(HERE, "results", f"cpu_{datetime.date.today().isoformat()}.json")
         os.makedirs(os.path.dirname(out), exist_ok=True)

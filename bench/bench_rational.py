@@ -1,0 +1,219 @@
+"""The rational alone: forward, backward, forward + backward, side by side in one run.
+
+    python bench/bench_rational.py                    # issue-2 set: 2 KAT shapes, fp32 + bf16
+    python bench/bench_rational.py --suite            # every KAT-T/S/B shape, fp32/bf16/fp16, all peers
+    python bench/bench_rational.py --out results.json
+
+Columns (one JSON row per dtype x shape x method):
+  fwd_ms     forward alone (no autograd graph), median of triton.testing.do_bench
+  bwd_ms     backward alone (autograd.grad with retain_graph on one forward)
+  fwdbwd_ms  forward + backward
+  *_gbps     effective bandwidth from the bytes the op must move: forward reads x and
+             writes y (2 elements), backward reads x, dy and writes dx (3 elements)
+  copy_gbps  a device-to-device copy of the same tensor (read + write counted): the ceiling
+  err_*      relative error (norm of difference / norm) against a float64 reference
+  peak_mb    peak memory allocated during forward + backward above the inputs
+
+Methods (names containing "flashkat" are the project's own):
+  eager_safe_pau         hand-written safe PAU (Horner on a (..., G, D) view), PyTorch eager
+  inductor_safe_pau      the same under torch.compile(backend="inductor")
+  inductor_kat_reference KAT's pure-PyTorch reference (signed form) under Inductor   [--suite]
+  kat_atomic_triton      KAT-style autograd.Function, per-element atomic backward     (tests/kat_modules.py)
+  flashkat_style_triton  FlashKAT-style autograd.Function (2-D grid, atomics per tile) (tests/kat_modules.py)
+  flashkat_ops_eager     this project's ops, eager (its Triton kernels)
+  flashkat_compiled_pau  the hand-written safe PAU under torch.compile(backend="flashkat") (rewritten)
+  flashkat_compiled_op   GroupRational-style op call under torch.compile(backend="flashkat")
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import flashkat_inductor as fk  # noqa: E402
+from flashkat_inductor.semantics import reference_backward, reference_forward  # noqa: E402
+
+GROUPS = 8
+BASIC_SHAPES = [(128, 197, 768), (128, 197, 3072), (7, 33, 200)]
+SUITE_SHAPES = [(128, 197, c) for c in (192, 384, 768, 1536, 3072)] + [(7, 33, 200), (32, 50, 1000)]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ----------------------------------------------------------------------------
+# The functions compared
+# ----------------------------------------------------------------------------
+def safe_pau(x, a, b):
+    """A hand-written safe PAU as users write it: Horner on a grouped view."""
+    G = b.shape[0]
+    C = x.shape[-1]
+    xv = x.view(*x.shape[:-1], G, C // G)
+    a = a.to(x.dtype).expand(G, -1)
+    b = b.to(x.dtype).abs()
+    p = a[:, 5:6]
+    for i in (4, 3, 2, 1, 0):
+        p = p * xv + a[:, i : i + 1]
+    ax = xv.abs()
+    q = b[:, 3:4]
+    for j in (2, 1, 0):
+        q = q * ax + b[:, j : j + 1]
+    q = 1 + q * ax
+    return (p / q).view(x.shape)
+
+
+def methods(suite: bool):
+    import kat_modules as km
+
+    def kat_fn(x, a, b):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.dtype != torch.float32):
+            return km.rational_1dgroup.apply(x, a.expand(GROUPS, -1).contiguous(), b, GROUPS)
+
+    def flashkat_style_fn(x, a, b):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.dtype != torch.float32):
+            return km.flashkat_rational_1dgroup.apply(x, a.expand(GROUPS, -1).contiguous(), b, GROUPS)
+
+    def ops_fn(x, a, b):
+        return fk.rational(x, a, b, form="safe", zero_sign="kat")
+
+    m = {
+        "eager_safe_pau": (safe_pau, "torch"),
+        "inductor_safe_pau": (torch.compile(safe_pau, backend="inductor"), "torch"),
+        "kat_atomic_triton": (kat_fn, "kat"),
+        "flashkat_style_triton": (flashkat_style_fn, "kat"),
+        "flashkat_ops_eager": (ops_fn, "kat"),
+        "flashkat_compiled_pau": (torch.compile(safe_pau, backend="flashkat"), "torch"),
+        "flashkat_compiled_op": (torch.compile(ops_fn, backend="flashkat"), "kat"),
+    }
+    if suite:
+
+        def kat_ref(x, a, b):
+            return km.kat_rational_torch(x, a.expand(GROUPS, -1), b, GROUPS)
+
+        m["inductor_kat_reference"] = (torch.compile(kat_ref, backend="inductor"), "signed")
+    return m
+
+
+# ----------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------
+def rel(out, ref):
+    out = out.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
+    from triton.testing import do_bench
+
+    rep = 20 if slow else 200
+    xr = x.detach().requires_grad_()
+    ar = a.detach().requires_grad_()
+    br = b.detach().requires_grad_()
+    row = {}
+    with torch.no_grad():
+        row["fwd_ms"] = do_bench(lambda: fn(x, a, b), warmup=10 if slow else 50, rep=rep, return_mode="median")
+    y = fn(xr, ar, br)
+    # peers under autocast return float32 (custom_fwd(cast_inputs=float32)); autograd then
+    # hands them a float32 gradient, as in real mixed-precision training
+    dy = dy.to(y.dtype)
+    grads = torch.autograd.grad(y, (xr, ar, br), dy, retain_graph=True)
+    try:
+        row["bwd_ms"] = do_bench(lambda: torch.autograd.grad(y, (xr, ar, br), dy, retain_graph=True),
+                                 warmup=10 if slow else 50, rep=rep, return_mode="median")
+    except RuntimeError:
+        row["bwd_ms"] = None
+    row["fwdbwd_ms"] = do_bench(lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy),
+                                warmup=10 if slow else 50, rep=rep, return_mode="median")
+    if row["bwd_ms"] is None:
+        row["bwd_ms"] = row["fwdbwd_ms"] - row["fwd_ms"]
+    ref_y, ref_g = refs[zero_sign]
+    row["err_y"] = rel(y.detach(), ref_y)
+    for k, g, r in zip(("err_dx", "err_dnum", "err_dden"), grads, ref_g):
+        row[k] = rel(g, r)
+    del y, grads
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy)
+    torch.cuda.synchronize()
+    row["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return row
+
+
+def copy_gbps(x):
+    from triton.testing import do_bench
+
+    buf = torch.empty_like(x)
+    ms = do_bench(lambda: buf.copy_(x), warmup=50, rep=200, return_mode="median")
+    return 2 * x.numel() * x.element_size() / ms / 1e6
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", action="store_true")
+    ap.add_argument("--dtypes", default=None, help="comma list (default: float32,bfloat16; suite adds float16)")
+    ap.add_argument("--methods", default=None, help="comma list of method names")
+    ap.add_argument("--shapes", default=None, help="e.g. 128x197x768,7x33x200")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    assert torch.cuda.is_available(), "this benchmark needs a CUDA device"
+    import triton
+
+    torch.manual_seed(0)
+    shapes = SUITE_SHAPES if args.suite else BASIC_SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    dtypes = args.dtypes.split(",") if args.dtypes else (["float32", "bfloat16"] + (["float16"] if args.suite else []))
+    all_methods = methods(args.suite)
+    names = args.methods.split(",") if args.methods else list(all_methods)
+    stamp = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+             "date": datetime.date.today().isoformat()}
+    rows = []
+    for dname in dtypes:
+        dt = DTYPES[dname]
+        for shape in shapes:
+            x = torch.randn(shape, device="cuda").to(dt)
+            dy = torch.randn(shape, device="cuda").to(dt)
+            a = 0.5 * torch.randn(1, 6, device="cuda")
+            b = 0.5 * torch.randn(GROUPS, 4, device="cuda")
+            refs = {}
+            for zs, form in (("kat", "safe"), ("torch", "safe"), ("signed", "signed")):
+                refs[zs] = (reference_forward(x, a, b, form),
+                            reference_backward(dy, x, a, b, form, "torch" if zs == "signed" else zs))
+            cg = copy_gbps(x)
+            nbytes = x.numel() * x.element_size()
+            for name in names:
+                fn, zs = all_methods[name]
+                slow = name == "kat_atomic_triton"
+                try:
+                    r = bench_one(fn, zs, x, a, b, dy, refs, slow)
+                except Exception as e:  # a peer that cannot run a case is reported, not fatal
+                    print(f"  {name} {dname} {shape}: FAILED {type(e).__name__}: {str(e)[:200]}")
+                    continue
+                row = dict(stamp, dtype=dname, shape="x".join(map(str, shape)), method=name, copy_gbps=round(cg, 1),
+                           fwd_gbps=2 * nbytes / r["fwd_ms"] / 1e6, bwd_gbps=3 * nbytes / r["bwd_ms"] / 1e6,
+                           fwdbwd_gbps=5 * nbytes / r["fwdbwd_ms"] / 1e6, **r)
+                rows.append(row)
+                print(f"{dname:9s} {row['shape']:>14s} {name:24s} fwd {r['fwd_ms']:8.3f} bwd {r['bwd_ms']:8.3f} "
+                      f"f+b {r['fwdbwd_ms']:8.3f} ms  {row['fwdbwd_gbps']:7.0f} GB/s ({100 * row['fwdbwd_gbps'] / cg:3.0f}% "
+                      f"of copy)  err y {r['err_y']:.1e} dx {r['err_dx']:.1e} dnum {r['err_dnum']:.1e} "
+                      f"dden {r['err_dden']:.1e}  peak {r['peak_mb']:.0f} MB", flush=True)
+            del x, dy, refs
+            torch.cuda.empty_cache()
+    out = args.out or os.path.join(HERE, "results", f"rational_{stamp['date']}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(rows, f, indent=1)
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
