@@ -239,3 +239,21 @@ def test_group_rational_is_a_kat_group_drop_in():
     assert m(torch.randn(3, 64)).shape == (3, 64)
     with pytest.raises(ValueError, match="unknown initialisation mode"):
         fk.GroupRational(mode="nope")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_keeps_activation_dtype(device):
+    """Under autocast a bf16 activation stays bf16 (the ops are autocast-transparent: no
+    float32 round trip as KAT's custom_fwd(cast_inputs=float32) does), coefficients and
+    their gradients stay float32."""
+    lin = torch.nn.Linear(64, 64).to(device)
+    act = fk.GroupRational(8).to(device)
+    x = torch.randn(4, 7, 64, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        h = lin(x)
+        y = act(h)
+    assert h.dtype == torch.bfloat16 and y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert act.weight_numerator.grad.dtype == torch.float32
+    ref = reference_forward(h.detach(), act.weight_numerator.detach(), act.weight_denominator.detach(), "safe")
+    assert rel_err(y, ref) <= 2 ** -8  # one bf16 rounding of the output
