@@ -14,6 +14,13 @@ The backend is Inductor plus one custom graph pass:
   ``flashkat_inductor.lowerings`` is importable (without them Inductor calls
   the ops as extern kernels).
 
+Before Inductor, :func:`flashkat_inductor.kat_functions.rewrite_kat_functions`
+rewrites, inside the graph Dynamo hands the backend, the ``autograd.Function``s
+of KAT and FlashKAT that launch their own Triton kernels (forward and backward
+bodies of each ``autograd_function_apply`` node) to the same ops; on torch
+2.11, :mod:`flashkat_inductor.capture_shim` (installed when this module is
+imported) lets Dynamo capture KAT's bound ``apply`` attribute whole first.
+
 The pass is installed through ``compile_fx(..., config_patches=...)``, which
 also reaches the lazily compiled backward; ``backend="inductor"`` never sees
 it (the patterns live in the project's own ``PatternMatcherPass``es, not in
@@ -36,6 +43,8 @@ import torch
 from torch._inductor import custom_graph_pass as _cgp
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
+from . import capture_shim
+from .kat_functions import rewrite_kat_functions
 from .recognisers import rewrite_graph
 
 BACKEND_NAME = "flashkat"
@@ -211,9 +220,13 @@ def flashkat_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
     from torch._inductor.compile_fx import compile_fx
 
     register_lowerings_once()
+    rewrite_kat_functions(gm)  # KAT's / FlashKAT's Triton Functions: a no-op for graphs without them
     mode = kwargs.pop("mode", None)
     options = kwargs.pop("options", None)
     return compile_fx(gm, example_inputs, config_patches=inductor_config_patches(mode, options, **kwargs))
+
+
+capture_shim.mark_flashkat_backend(flashkat_backend)
 
 
 def register(name: str = BACKEND_NAME) -> None:
@@ -226,3 +239,4 @@ def register(name: str = BACKEND_NAME) -> None:
 
 
 register()
+capture_shim.install()  # torch < 2.12 only (see capture_shim); a no-op elsewhere

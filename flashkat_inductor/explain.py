@@ -12,6 +12,10 @@ kernels it became in the generated code), or a division that looked like
 intermediate used elsewhere, coefficients that are not group columns, a
 denominator that is none of the supported forms, a code shape no pattern
 covers).
+
+KAT's and FlashKAT's Triton ``autograd.Function``s appear as pattern
+``kat_function_safe`` (``flashkat_inductor.kat_functions``), with the kernels
+they launched (``source``) and, when left alone, the check that failed.
 """
 from __future__ import annotations
 
@@ -40,7 +44,9 @@ class SiteRow:
     graph: str  # "training", "inference", "training (forward graph)", ...
     kernels: list = dataclasses.field(default_factory=list)  # generated kernels / extern calls
     reason: str = ""  # near misses: why the site was left alone
-    node: str = ""  # the graph node (rewrites: of x; near misses: the division)
+    node: str = ""  # the graph node (rewrites: of x; near misses: the division; Functions: the
+    # autograd_function_apply node)
+    source: str = ""  # rewritten autograd.Functions: the Triton kernels they launched
 
 
 class Explanation(list):
@@ -63,6 +69,8 @@ class Explanation(list):
         lines = []
         for r in self:
             last = ", ".join(r.kernels) if r.status == "rewritten" else r.reason
+            if r.status == "rewritten" and r.source:
+                last = f"{r.source} -> {last}"
             lines.append((r.status, r.pattern, r.form or "?", r.zero_sign or "-",
                           "?" if r.groups is None else str(r.groups), f"({r.m},{r.n})", r.graph, last))
         widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
@@ -142,10 +150,13 @@ def explain(fn_or_module, *example_inputs, backward: Optional[bool] = None, opti
     from torch._inductor.utils import run_and_get_code
 
     from .backend import flashkat_backend
+    from .capture_shim import mark_flashkat_backend
     from .recognisers import collect_reports, registration_stats
 
     def backend(gm, inputs):  # a fresh backend object: never served from Dynamo's cache of another compile
         return flashkat_backend(gm, inputs, **({"options": options} if options else {}))
+
+    mark_flashkat_backend(backend)  # torch 2.11's capture shim acts for flashkat compiles only
 
     compiled = torch.compile(fn_or_module, backend=backend)
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
@@ -185,7 +196,7 @@ def explain(fn_or_module, *example_inputs, backward: Optional[bool] = None, opti
             if any("rational_bwd" in n for n in w.node_names):
                 ks += kernels["bwd"]
             result.append(SiteRow("rewritten", w.pattern, w.form, w.zero_sign, w.groups, w.m, w.n, w.graph,
-                                  ks, "", w.x_node))
+                                  ks, "", w.x_node, getattr(w, "source", "")))
         for nm in rep.near_misses:
             if rep.stage == "joint":
                 joint_misses.add(nm.node)
