@@ -90,17 +90,22 @@ Checks (all must hold for both bodies, or the site is left alone, reported by
   dtype float32 for the accumulated coefficient gradients, with no other
   arguments, not read before the launch, no buffer passed twice;
 - ``x`` is contiguous (the kernels index it as flat ``(..., D)`` memory) and
-  float32, bfloat16 or float16 (the kernels compute in float32; for float64
-  the op would compute in float64, a different result); ``x.shape[-1]`` equals
-  the kernel's ``D``; ``D`` is divisible by ``D_PER_GROUP``, giving
+  of a dtype the signature trusts: float32, bfloat16 or float16 for kernels
+  that convert ``x`` to float32 (for float64 the op would compute in float64, a
+  different result), float32 only for the upstream kernels, which do not (their
+  backward would raise a bfloat16 ``x`` to powers in bfloat16); ``x.shape[-1]``
+  equals the kernel's ``D``; ``D`` is divisible by ``D_PER_GROUP``, giving
   ``G = D // D_PER_GROUP``; the element/row count argument equals ``x``'s;
 - ``num`` is ``(G, m)`` and ``den`` ``(G, n)``, float32, contiguous, on
   ``x``'s device (the kernels read row ``g`` at ``g * m``); ``dy`` has ``x``'s
   shape; forward and backward agree on ``G``;
 - the launch grid covers the tensor: 1-D kernels ``grid[0] * BLOCK >= numel``
   (or ``grid[0]`` is exactly ``cdiv(numel, BLOCK)``, which is what a symbolic
-  batch gives); FlashKAT's row-tiled backward likewise with ``rows`` and
-  ``BLOCK_R``, and ``grid[1] == G``;
+  batch gives); FlashKAT's row-tiled backward likewise with ``rows`` and its
+  row block (upstream: ``BLOCK_M_OUT * BLOCK_M_IN``), and ``grid[1] == G``;
+  where the kernel walks its group's channels in a given number of tiles
+  (upstream FlashKAT: ``GROUP_OUT`` tiles of ``GROUP_IN``), the tiles cover the
+  group width;
 - ``D``, ``D_PER_GROUP``, ``G`` and the coefficient shapes are static; a
   symbolic (dynamic) batch is rewritten unless ``FLASHKAT_DYNAMIC_REWRITES=0``
   (as for every other rewrite, see ``recognisers.base.dynamic_rewrites_enabled``),
@@ -136,21 +141,57 @@ role (``x``, ``num``, ``den``, ``y``; ``dy``, ``dx``, ``dnum``, ``dden``),
 where ``D``, ``D_PER_GROUP`` and the element or row count are, and which grid
 rule the kernel needs.
 
-The built-in entries are the signatures of the project's KAT-style kernels
-(``tests/kat_modules.py``: KAT's 1-D forward and per-element-atomic backward,
-FlashKAT's forward and 2-D-grid backward), written from
-``shared/kat-semantics.md`` and checked there against the float64 reference
-(``tests/test_kat_functions.py``).  The real ``kat_rational`` and FlashKAT
-packages could not be installed where this was written, so their kernels'
-digests are not built in: register them once checked, e.g.::
+Built-in entries (``BUILTIN_SIGNATURES``):
 
-    from kat_rational import kernels                # the user's installed package
+- the project's KAT-style kernels (``FIXTURE_SIGNATURES``; ``tests/kat_modules.py``:
+  KAT's 1-D forward and per-element-atomic backward, FlashKAT's forward and
+  2-D-grid backward), written from ``shared/kat-semantics.md`` and checked
+  against the float64 reference (``tests/test_kat_functions.py``);
+- the real upstream kernels (``UPSTREAM_SIGNATURES``), all of form ``"safe"``,
+  ``zero_sign="kat"``, ``m = 6``, ``n = 4``, for float32 ``x``:
+
+  * ``OSU-STARLAB/FlashKAT rational_kat/kernels/rational_triton.py@adb7aeed``,
+    ``rational_fwd_kernel`` / ``rational_bwd_kernel``: KAT's own kernels, copied
+    unchanged from ``Adamdad/rational_kat_cu kat_rational/rational_triton.py``
+    (its 2-D/3-D version, kernels taking ``D, group, x_size, ...``).  Used by
+    ``KAT_Group(device="cuda")`` of ``kat_rational`` and of FlashKAT's
+    ``rational_kat``;
+  * ``Adamdad/rational_kat_cu kat_rational/rational_triton2d.py@e514a6f4``,
+    same two names: the earlier 3-D-only version (kernels taking ``B, L, D,
+    ...``), whose backward is also that of ``rational_triton.py@20cd0e43``;
+  * ``OSU-STARLAB/FlashKAT rational_kat/kernels/flash_rational_triton.py@3a39e87c``,
+    same two names: ``FlashKAT_Group``'s forward (block 128, constexpr group
+    width) and row-tiled backward.
+
+  Their digests were computed by :func:`fingerprint` from the files read at
+  those commits (saved outside the project; no upstream code is in it), and
+  each pair was run in Triton's interpreter against the float64 reference and
+  compiled end to end through the upstream modules on torch 2.11, 2.13 and
+  2.14 (``UPSTREAM_SIGNATURES``' comment has the details).  Not recognised,
+  hence left alone: ``kat_rational/rational_triton.py@20cd0e43``'s forward
+  (a vectorised coefficient load that does not compile), forks whose kernels
+  differ (``felippe-alves/rational_kat_cu``'s abs-sum forward keeps KAT's
+  parameter names: reported as a look-alike), and KAT's CUDA-extension
+  ``kat_rational_cu`` Function (no Triton launch to replace).
+
+Another version (a fork, a later commit: any change to a kernel's code changes
+its digest) is registered once checked, with the roles and sizes of its
+parameters, e.g. for kernels written like upstream KAT's::
+
+    from kat_rational import rational_triton as rt   # the user's installed package
     from flashkat_inductor.kat_functions import register_known_kernel
-    register_known_kernel(kernels.rational_fwd_kernel, direction="fwd", name="KAT forward")
-    register_known_kernel(kernels.rational_bwd_kernel, direction="bwd", name="KAT backward")
+    up = dict(channels="D", group_width="D_per_group", numel="x_size", grid=("flat", "BLOCK_SIZE"),
+              x_dtypes=("float32",))
+    register_known_kernel(rt.rational_fwd_kernel, direction="fwd", name="my KAT forward",
+                          pointers={"x": "x_ptr", "num": "a_ptr", "den": "b_ptr", "y": "result_ptr"}, **up)
+    register_known_kernel(rt.rational_bwd_kernel, direction="bwd", name="my KAT backward",
+                          pointers={"dy": "grad_output_ptr", "x": "x_ptr", "num": "a_ptr", "den": "b_ptr",
+                                    "dx": "d_x_ptr", "dnum": "d_a_ptr", "dden": "d_b_ptr"}, **up)
 
-(the defaults are KAT's parameter names; :func:`fingerprint` shows what a
-kernel's parameters and digest are).  ``flashkat_inductor.kat_functions``
+(the defaults of ``register_known_kernel`` are the project's fixtures' names:
+``x_ptr, a_ptr, b_ptr, y_ptr, numel, D, D_PER_GROUP, BLOCK``; :func:`fingerprint`
+shows what a kernel's parameters and digest are, :func:`canonical_text` what the
+digest hashes).  ``flashkat_inductor.kat_functions``
 counts every rewritten site in ``counters["flashkat"]["kat_function_safe"]``
 (and ``"rewrites"``), every site left alone in ``"kat_function_left_alone"``.
 """
@@ -346,6 +387,14 @@ _KAT_BWD_POINTERS = (("dy", "dy_ptr"), ("x", "x_ptr"), ("num", "a_ptr"), ("den",
 GRID_RULES = ("flat", "rows_by_group")
 
 
+_X_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _names(spec) -> tuple:
+    """A parameter name, or a tuple of them, as a tuple."""
+    return (spec,) if isinstance(spec, str) else tuple(spec)
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelSignature:
     """A Triton kernel whose launches may be replaced by the project's ops.
@@ -354,8 +403,17 @@ class KernelSignature:
     backward ``dy, x, num, den, dx, dnum, dden``.  ``grid`` is the launch rule
     the kernel needs to cover the tensor: ``("flat", BLOCK)`` (1-D grid of
     ``BLOCK``-element programs over ``numel``) or ``("rows_by_group", BLOCK_R)``
-    (``(cdiv(rows, BLOCK_R), G)`` programs).  ``form`` / ``zero_sign`` / ``m`` /
-    ``n`` state what the kernel computes (``flashkat_inductor.semantics``)."""
+    (``(cdiv(rows, BLOCK_R), G)`` programs, program ``(r, g)`` owning ``BLOCK_R``
+    rows of group ``g``); the block may be a tuple of parameters whose product
+    it is (FlashKAT's ``("BLOCK_M_OUT", "BLOCK_M_IN")``: ``BLOCK_M_OUT`` tiles of
+    ``BLOCK_M_IN`` rows).  ``group_tiles``, for a kernel that walks its group's
+    channels in a number of tiles given by parameters (FlashKAT's ``GROUP_OUT``
+    tiles of ``GROUP_IN``), names those parameters: their product must reach the
+    group width.  ``x_dtypes`` are the dtypes of ``x`` for which the kernel is
+    known to compute in float32 (a kernel that does not convert ``x`` to float32
+    evaluates powers in ``x``'s dtype: only float32 is then the same function).
+    ``form`` / ``zero_sign`` / ``m`` / ``n`` state what the kernel computes
+    (``flashkat_inductor.semantics``)."""
 
     name: str
     direction: str  # "fwd" | "bwd"
@@ -368,6 +426,8 @@ class KernelSignature:
     numel: Optional[str] = "numel"
     rows: Optional[str] = None
     grid: tuple = ("flat", "BLOCK")
+    group_tiles: tuple = ()
+    x_dtypes: tuple = _X_DTYPES
     form: str = "safe"
     zero_sign: str = "kat"
     m: int = 6
@@ -380,8 +440,11 @@ class KernelSignature:
             problems.append(f"direction must be 'fwd' or 'bwd', got {self.direction!r}")
         if sorted(r for r, _ in self.pointers) != sorted(roles):
             problems.append(f"pointers must name the roles {roles}, got {[r for r, _ in self.pointers]}")
-        named = [p for _, p in self.pointers] + [self.channels, self.group_width, self.grid[1]]
+        if not (isinstance(self.grid, tuple) and len(self.grid) == 2 and _names(self.grid[1])):
+            problems.append(f"grid must be (rule, block parameter(s)), got {self.grid!r}")
+        named = [p for _, p in self.pointers] + [self.channels, self.group_width]
         named += [p for p in (self.numel, self.rows) if p]
+        named += list(_names(self.grid[1]) if len(self.grid) == 2 else ()) + list(self.group_tiles)
         missing = [p for p in named if p not in self.params]
         if missing:
             problems.append(f"parameters {missing} are not among the kernel's {list(self.params)}")
@@ -391,6 +454,8 @@ class KernelSignature:
             problems.append("a 'flat' grid needs the element-count parameter (numel=...)")
         if self.grid[0] == "rows_by_group" and not self.rows:
             problems.append("a 'rows_by_group' grid needs the row-count parameter (rows=...)")
+        if not self.x_dtypes or not set(self.x_dtypes) <= set(_X_DTYPES):
+            problems.append(f"x_dtypes must be a non-empty subset of {_X_DTYPES}, got {self.x_dtypes!r}")
         if self.form not in FORMS or self.zero_sign not in ZERO_SIGNS:
             problems.append(f"form/zero_sign must be in {FORMS}/{ZERO_SIGNS}, got {self.form!r}/{self.zero_sign!r}")
         if self.m < 1 or self.n < 1:
@@ -410,7 +475,7 @@ _FWD_PARAMS = ("x_ptr", "a_ptr", "b_ptr", "y_ptr", "numel", "D", "D_PER_GROUP", 
 
 # The project's KAT-style kernels (tests/kat_modules.py). tests/test_kat_functions.py
 # checks that the fixtures still have these fingerprints and compute this semantics.
-BUILTIN_SIGNATURES = (
+FIXTURE_SIGNATURES = (
     KernelSignature(
         name="KAT rational_fwd_kernel", direction="fwd", params=_FWD_PARAMS, constexprs=("BLOCK",),
         digest="7cfd772a93859a8e", pointers=_KAT_FWD_POINTERS),
@@ -429,6 +494,84 @@ BUILTIN_SIGNATURES = (
         constexprs=("ROWS", "D", "D_PER_GROUP", "BLOCK_R", "BLOCK_C"), digest="d977a7ee5c212bf9",
         pointers=_KAT_BWD_POINTERS, numel=None, rows="ROWS", grid=("rows_by_group", "BLOCK_R")),
 )
+
+# The real upstream kernels.  How each digest was obtained: the file was read from the
+# public repository at the commit named, saved outside this project as an importable
+# module, imported, and passed to fingerprint() (same digest on torch 2.11, 2.13 and
+# 2.14, Python 3.11, Triton 3.6 and 3.8).  Each pair was then run eagerly in Triton's
+# interpreter on CPU tensors (3-D and, where the wrapper allows it, 2-D input; exact
+# zeros in x and in b; rows not a multiple of the row tile; a group wider than the
+# channel tile) and matched the float64 reference of form "safe", zero_sign "kat",
+# m = 6, n = 4 to float32 rounding (relative error <= 2e-6); and compiled end to end
+# (backend="flashkat", torch 2.11 / 2.13 / 2.14) through the upstream modules.  None of
+# their code is in this project: only parameter names and digests.  The upstream
+# kernels load x without converting it to float32 (their backward then raises x to
+# powers in x's dtype), so they are trusted for float32 x only, which is what their
+# Functions' custom_fwd(cast_inputs=torch.float32) gives under autocast.
+_UP_FWD_POINTERS = (("x", "x_ptr"), ("num", "a_ptr"), ("den", "b_ptr"), ("y", "result_ptr"))
+_UP_BWD_POINTERS = (("dy", "grad_output_ptr"), ("x", "x_ptr"), ("num", "a_ptr"), ("den", "b_ptr"),
+                    ("dx", "d_x_ptr"), ("dnum", "d_a_ptr"), ("dden", "d_b_ptr"))
+_UP_1D = dict(channels="D", group_width="D_per_group", numel="x_size", grid=("flat", "BLOCK_SIZE"),
+              x_dtypes=("float32",))
+UPSTREAM_SIGNATURES = (
+    # KAT's kernels as KAT_Group(device="cuda") runs them today: kat_rational/rational_triton.py
+    # of Adamdad/rational_kat_cu with the `D = x.shape[-1]` wrappers (2-D and 3-D input), copied
+    # unchanged into OSU-STARLAB/FlashKAT; fingerprinted from FlashKAT's copy.  (Read, not
+    # fingerprinted: the stored copy of that file in Adamdad/rational_kat_cu's history and the
+    # fork johnnynunez/rational_kat_cu@b2cca121 have the same two kernels line for line, the
+    # fork keroseus/DiFF@255ede01 the same backward and a modified forward.)
+    KernelSignature(
+        name="OSU-STARLAB/FlashKAT rational_kat/kernels/rational_triton.py@adb7aeed rational_fwd_kernel "
+             "(= Adamdad/rational_kat_cu kat_rational/rational_triton.py, 2-D/3-D version)",
+        direction="fwd",
+        params=("x_ptr", "a_ptr", "b_ptr", "result_ptr", "D", "group", "x_size", "D_per_group", "BLOCK_SIZE"),
+        constexprs=("BLOCK_SIZE",), digest="0cd92b8bb12007d8", pointers=_UP_FWD_POINTERS, **_UP_1D),
+    KernelSignature(
+        name="OSU-STARLAB/FlashKAT rational_kat/kernels/rational_triton.py@adb7aeed rational_bwd_kernel "
+             "(= Adamdad/rational_kat_cu kat_rational/rational_triton.py, 2-D/3-D version)",
+        direction="bwd",
+        params=("grad_output_ptr", "x_ptr", "a_ptr", "b_ptr", "d_x_ptr", "d_a_ptr", "d_b_ptr", "D", "group",
+                "x_size", "n_size", "d_size", "D_per_group", "BLOCK_SIZE"),
+        constexprs=("BLOCK_SIZE",), digest="41db1b3c0176627b", pointers=_UP_BWD_POINTERS, **_UP_1D),
+    # The earlier 3-D-only version (`B, L, D = x.shape`; kernels take B, L too, unused).  The
+    # backward is also that of kat_rational/rational_triton.py@20cd0e43, whose forward (a
+    # vectorised coefficient load of shape (8,) added to a (BLOCK_SIZE,) offset) does not
+    # compile, so that forward is not registered and such sites are left alone.
+    KernelSignature(
+        name="Adamdad/rational_kat_cu kat_rational/rational_triton2d.py@e514a6f4 rational_fwd_kernel "
+             "(3-D version)",
+        direction="fwd",
+        params=("x_ptr", "a_ptr", "b_ptr", "result_ptr", "B", "L", "D", "group", "x_size", "D_per_group",
+                "BLOCK_SIZE"),
+        constexprs=("BLOCK_SIZE",), digest="736eb136b48a5d81", pointers=_UP_FWD_POINTERS, **_UP_1D),
+    KernelSignature(
+        name="Adamdad/rational_kat_cu kat_rational/rational_triton2d.py@e514a6f4 rational_bwd_kernel "
+             "(3-D version; also kat_rational/rational_triton.py@20cd0e43)",
+        direction="bwd",
+        params=("grad_output_ptr", "x_ptr", "a_ptr", "b_ptr", "d_x_ptr", "d_a_ptr", "d_b_ptr", "B", "L", "D",
+                "group", "x_size", "n_size", "d_size", "D_per_group", "BLOCK_SIZE"),
+        constexprs=("BLOCK_SIZE",), digest="60b018bc9a5d7796", pointers=_UP_BWD_POINTERS, **_UP_1D),
+    # FlashKAT_Group's Function (FlashRationalTriton1DGroup): forward block 128 with a constexpr
+    # group width; backward on a (cdiv(rows, BLOCK_M_OUT * BLOCK_M_IN), G) grid walking the
+    # group's channels in GROUP_OUT tiles of GROUP_IN, its x and dy viewed as (rows, din).
+    KernelSignature(
+        name="OSU-STARLAB/FlashKAT rational_kat/kernels/flash_rational_triton.py@3a39e87c rational_fwd_kernel",
+        direction="fwd",
+        params=("x_ptr", "a_ptr", "b_ptr", "result_ptr", "D", "x_size", "BLOCK_SIZE", "D_per_group"),
+        constexprs=("BLOCK_SIZE", "D_per_group"), digest="5d190d2e83bc8f76", pointers=_UP_FWD_POINTERS,
+        **_UP_1D),
+    KernelSignature(
+        name="OSU-STARLAB/FlashKAT rational_kat/kernels/flash_rational_triton.py@3a39e87c rational_bwd_kernel",
+        direction="bwd",
+        params=("grad_output_ptr", "x_ptr", "a_ptr", "b_ptr", "d_x_ptr", "d_a_ptr", "d_b_ptr", "B", "din",
+                "group_size", "BLOCK_M_OUT", "BLOCK_M_IN", "GROUP_OUT", "GROUP_IN"),
+        constexprs=("B", "din", "group_size", "BLOCK_M_OUT", "BLOCK_M_IN", "GROUP_OUT", "GROUP_IN"),
+        digest="270e13d7ac22ad22", pointers=_UP_BWD_POINTERS, channels="din", group_width="group_size",
+        numel=None, rows="B", grid=("rows_by_group", ("BLOCK_M_OUT", "BLOCK_M_IN")),
+        group_tiles=("GROUP_OUT", "GROUP_IN"), x_dtypes=("float32",)),
+)
+
+BUILTIN_SIGNATURES = FIXTURE_SIGNATURES + UPSTREAM_SIGNATURES
 
 _REGISTRY: list = list(BUILTIN_SIGNATURES)
 _VERSION = [0]  # bumped on every change (caches keyed on it)
@@ -454,17 +597,20 @@ def unregister(sig: KernelSignature) -> None:
 
 def register_known_kernel(kernel, *, direction: str, name: Optional[str] = None, pointers=None,
                           channels: str = "D", group_width: str = "D_PER_GROUP", numel: Optional[str] = "numel",
-                          rows: Optional[str] = None, grid: tuple = ("flat", "BLOCK"), form: str = "safe",
-                          zero_sign: str = "kat", m: int = 6, n: int = 4) -> KernelSignature:
+                          rows: Optional[str] = None, grid: tuple = ("flat", "BLOCK"), group_tiles: tuple = (),
+                          x_dtypes: tuple = _X_DTYPES, form: str = "safe", zero_sign: str = "kat", m: int = 6,
+                          n: int = 4) -> KernelSignature:
     """Trust ``kernel`` (a ``@triton.jit`` function): launches of any kernel with its
     parameters and structural digest will be replaced by the project's ops.
 
     Only register a kernel after checking that it computes ``form`` /
-    ``zero_sign`` of order ``(m, n)`` with the roles given (defaults: KAT's
-    names, ``x_ptr, a_ptr, b_ptr, y_ptr`` forward, ``dy_ptr, x_ptr, a_ptr,
-    b_ptr, dx_ptr, da_ptr, db_ptr`` backward; a 1-D grid of ``BLOCK``-element
-    programs over ``numel``).  Returns the signature (pass it to
-    :func:`unregister` to undo)."""
+    ``zero_sign`` of order ``(m, n)`` with the roles given (defaults: the
+    project's fixtures' names, ``x_ptr, a_ptr, b_ptr, y_ptr`` forward,
+    ``dy_ptr, x_ptr, a_ptr, b_ptr, dx_ptr, da_ptr, db_ptr`` backward; a 1-D grid
+    of ``BLOCK``-element programs over ``numel``; upstream KAT's names differ:
+    see the module docstring), for every ``x`` dtype in ``x_dtypes``.  The
+    other keywords are :class:`KernelSignature`'s fields.  Returns the
+    signature (pass it to :func:`unregister` to undo)."""
     fp = fingerprint(kernel)
     if fp is None:
         raise ValueError(f"register_known_kernel: cannot read the source of {kernel!r}; pass a @triton.jit function")
@@ -474,7 +620,8 @@ def register_known_kernel(kernel, *, direction: str, name: Optional[str] = None,
         pointers = tuple(pointers.items())
     sig = KernelSignature(name=name or fp.name, direction=direction, params=fp.params, constexprs=fp.constexprs,
                           digest=fp.digest, pointers=tuple(pointers), channels=channels, group_width=group_width,
-                          numel=numel, rows=rows, grid=tuple(grid), form=form, zero_sign=zero_sign, m=m, n=n)
+                          numel=numel, rows=rows, grid=tuple(grid), group_tiles=tuple(group_tiles),
+                          x_dtypes=tuple(x_dtypes), form=form, zero_sign=zero_sign, m=m, n=n)
     return register_signature(sig)
 
 
@@ -606,6 +753,13 @@ def _covers(programs, block: int, n) -> bool:
     return _known_true(programs * block >= n) or _known_true(programs == (n + block - 1) // block)
 
 
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 def _static_int(v, what: str) -> int:
     v = _val(v)
     _need(isinstance(v, int) and not isinstance(v, bool), f"{what} is not a static integer ({v!r})")
@@ -707,6 +861,9 @@ def _check_operands(launch: _Launch, where: str) -> int:
           "dynamic (symbolic) shapes, and FLASHKAT_DYNAMIC_REWRITES=0")
     _need(x.dtype in (torch.float32, torch.bfloat16, torch.float16),
           f"x has dtype {x.dtype} (the kernels compute in float32; the op would not)")
+    _need(str(x.dtype).replace("torch.", "") in sig.x_dtypes,
+          f"x has dtype {x.dtype}; the {where} kernel {sig.name} is trusted for x in {', '.join(sig.x_dtypes)} "
+          "only (it does not compute in float32 otherwise)")
     _need(x.dim() >= 1 and _known_true(x.is_contiguous()), "x is not contiguous (the kernels index it as flat memory)")
     D = _static_int(args[sig.channels], f"the {where} kernel's {sig.channels}")
     Dg = _static_int(args[sig.group_width], f"the {where} kernel's {sig.group_width}")
@@ -714,6 +871,11 @@ def _check_operands(launch: _Launch, where: str) -> int:
           f"{sig.channels} is {D}")
     _need(Dg > 0 and D % Dg == 0, f"{sig.channels}={D} is not divisible by {sig.group_width}={Dg}")
     G = D // Dg
+    if sig.group_tiles:
+        tiles = [_static_int(args[p], p) for p in sig.group_tiles]
+        _need(all(t > 0 for t in tiles) and _prod(tiles) >= Dg,
+              f"the {where} kernel walks {' x '.join(map(str, tiles))} channels of a group of {Dg} "
+              f"({' x '.join(sig.group_tiles)} < {sig.group_width})")
     if sig.numel:
         _need(_known_true(_val(args[sig.numel]) == x.numel()), f"the {where} kernel's {sig.numel} is not x.numel()")
     if sig.rows:
@@ -727,14 +889,15 @@ def _check_operands(launch: _Launch, where: str) -> int:
     # Grid coverage.
     g = [_val(v) for v in launch.node.kwargs["grid"][0]]
     _need(len(g) == 3, f"grid {g}")
-    block = _static_int(args[sig.grid[1]], sig.grid[1])
+    block = _prod(_static_int(args[p], p) for p in _names(sig.grid[1]))
+    _need(block > 0, f"the {where} launch's block {sig.grid[1]} is {block}")
     if sig.grid[0] == "flat":
         _need(_known_true(g[1] == 1) and _known_true(g[2] == 1), f"the {where} launch grid {g} is not 1-D")
         _need(_covers(g[0], block, x.numel()), f"the {where} launch grid {g} does not cover x")
     else:
         rows = _val(args[sig.rows])
         _need(_covers(g[0], block, rows) and _known_true(g[1] == G) and _known_true(g[2] == 1),
-              f"the {where} launch grid {g} is not (cdiv(rows, {sig.grid[1]}), G={G}, 1)")
+              f"the {where} launch grid {g} is not (cdiv(rows, {' x '.join(_names(sig.grid[1]))}), G={G}, 1)")
     launch.groups = G
     return G
 
