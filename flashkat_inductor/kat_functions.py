@@ -69,6 +69,14 @@ bodies into the joint graph afterwards):
   kernel ``(dy, x, num, den, dx, dnum, dden)``  ->
   ``dx, dnum, dden = flashkat.rational_bwd(dy, x, num, den, "safe", "kat")``.
 
+A known forward launch outside any ``autograd_function_apply`` is replaced the
+same way, with the same checks: under ``torch.no_grad()`` Dynamo inlines
+``Function.forward`` into the graph (inference), and on torch 2.11 without the
+shim the Function's ``forward`` frame is compiled on its own.  ``y = P/Q``
+depends on nothing the backward does, so this is exact in both cases (in the
+second, the Function's own backward still runs eagerly, reported by
+``explain`` as a "forward only" site).
+
 Each substitution is local: one launch and the fresh buffers it fills become
 one op computing the same values from the same operand nodes.  Whatever the
 Function does around its kernels stays exactly as it is: ``custom_fwd``'s
@@ -819,10 +827,13 @@ def _kernel_name(node: Node) -> str:
 
 
 def _identify_launch(body: GraphModule, direction: str, where: str) -> _Launch:
-    kst, _, _ = _hops()
     launches = _launches_in(body)
     _need(len(launches) == 1, f"the {where} launches {len(launches)} Triton kernels (expected one)")
-    node = launches[0]
+    return _identify_node(launches[0], direction, where)
+
+
+def _identify_node(node: Node, direction: str, where: str) -> _Launch:
+    kst, _, _ = _hops()
     sig, fp, lookalike = identify(_kernel(node))
     kname = fp.name if fp else "?"
     if sig is None:
@@ -903,7 +914,10 @@ def _check_operands(launch: _Launch, where: str) -> int:
 
 
 def _match_fwd(body: GraphModule) -> _Launch:
-    launch = _identify_launch(body, "fwd", "forward")
+    return _check_fwd(body, _identify_launch(body, "fwd", "forward"))
+
+
+def _check_fwd(body: GraphModule, launch: _Launch) -> _Launch:
     sig, args = launch.sig, launch.args
     ptrs = [args[sig.pointer(r)] for r in FWD_ROLES]
     _need(all(isinstance(p, Node) for p in ptrs) and len(set(ptrs)) == 4, "a forward pointer argument is passed twice")
@@ -1051,8 +1065,12 @@ def rewrite_kat_functions(gm: GraphModule):
             names = ["rational_fwd"] + (["rational_bwd"] if label == "training" else [])
             rewrites.append(KatRewrite(PATTERN, "kat_function", sig.form, sig.zero_sign, groups, sig.m, sig.n,
                                        label, hop.name, names, source))
-    # Registered kernels launched outside any autograd_function_apply: the Function was not
-    # captured whole (its forward frame compiled alone; its backward runs eagerly).
+    # Registered kernels launched outside any autograd_function_apply: an inference graph
+    # (under no_grad Dynamo inlines Function.forward) or a Function that was not captured
+    # whole (torch 2.11 without the shim: its forward frame compiles on its own and its
+    # backward runs eagerly).  A forward launch is replaced on its own, with the same
+    # checks: y = P/Q does not depend on anything the backward does, so the replacement
+    # is exact whatever happens to the gradient.  A backward launch is left alone.
     for mod in modules:
         if id(mod) in hop_bodies:
             continue
@@ -1060,11 +1078,24 @@ def rewrite_kat_functions(gm: GraphModule):
             sig = identify(_kernel(n))[0]
             if sig is None:
                 continue
+            why = (f"{_kernel_name(n)} launched outside an autograd_function_apply: the Function was not "
+                   "captured whole (a frame of it was compiled on its own); see flashkat_inductor.capture_shim")
+            if sig.direction == "fwd":
+                try:
+                    launch = _check_fwd(mod, _identify_node(n, "fwd", "forward"))
+                except _LeftAlone as e:
+                    why = f"{_kernel_name(n)}, a forward launch outside an autograd_function_apply: {e}"
+                else:
+                    _rewrite_fwd(mod, launch)
+                    changed = True
+                    counters[COUNTER][PATTERN] += 1
+                    counters[COUNTER]["rewrites"] += 1
+                    rewrites.append(KatRewrite(PATTERN, "kat_function", sig.form, sig.zero_sign, launch.groups,
+                                               sig.m, sig.n, "forward only", n.name, ["rational_fwd"],
+                                               _kernel_name(n)))
+                    continue
             counters[COUNTER][LEFT_ALONE] += 1
-            misses.append(NearMiss("kat_function", sig.form, sig.m, sig.n, "unknown", n.name,
-                                   f"{_kernel_name(n)} launched outside an autograd_function_apply: the "
-                                   "Function was not captured whole (its forward frame was compiled on its own "
-                                   "and its backward runs eagerly); see flashkat_inductor.capture_shim"))
+            misses.append(NearMiss("kat_function", sig.form, sig.m, sig.n, "unknown", n.name, why))
     if changed:
         for mod in modules:
             mod.recompile()
