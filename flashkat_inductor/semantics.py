@@ -193,8 +193,12 @@ def reference_backward(grad, x, numerator, denominator, form="safe", zero_sign="
         dQ = sign(xd, zero_sign) * ds if form == "safe" else ds
     dx = g * (dP / Q - P * dQ / Q**2)
 
+    rows = 1
+    for size in x.shape[:-1]:
+        rows *= size
+
     def per_group(v):  # (..., C) -> (G,): sum over every element of each group
-        return v.reshape(-1, G, C // G).sum(dim=(0, 2))
+        return v.reshape(rows, G, C // G).sum(dim=(0, 2))  # rows, not -1: C may be 0
 
     gq = g / Q
     da = torch.stack([per_group(gq * xd**i) for i in range(spec.m)], dim=1)  # (G, m)
@@ -202,7 +206,7 @@ def reference_backward(grad, x, numerator, denominator, form="safe", zero_sign="
     if form == "abs_sum":
         db = torch.stack([per_group(w * ks * t ** (j + 1)) for j in range(spec.n)], dim=1)
     else:
-        bg = b.reshape(G, C // G, spec.n)[:, 0, :]  # (G, n) per-group rows
+        bg = denominator.double().expand(G, spec.n)  # (G, n) per-group rows (C may be 0)
         db = torch.stack([per_group(w * t ** (j + 1)) for j in range(spec.n)], dim=1) * sign(bg, zero_sign)
     if spec.num_groups == 1:
         da = da.sum(0, keepdim=True)

@@ -186,5 +186,5 @@ def test_uuid_follows_the_package_hash(monkeypatch):
 def test_uuid_follows_the_switches(monkeypatch):
     monkeypatch.delenv("FLASHKAT_DYNAMIC_REWRITES", raising=False)
     before = JOINT_PASS.uuid()
-    monkeypatch.setenv("FLASHKAT_DYNAMIC_REWRITES", "1")
+    monkeypatch.setenv("FLASHKAT_DYNAMIC_REWRITES", "0")  # the opt-out (dynamic rewrites are on by default)
     assert JOINT_PASS.uuid() != before

@@ -37,7 +37,7 @@ from torch._inductor.pattern_matcher import PatternMatcherPass, stable_topologic
 from torch.fx import Graph, Node
 
 from . import _pm, kat_reference, pointwise
-from .base import COUNTER, Rewrite, collect_rewrites, graph_context
+from .base import COUNTER, Rewrite, collect_rewrites, graph_context, refresh_fake_values
 from .canon import (canonicalize_commutative, cse_inplace, joint_forward_nodes, joint_requires_grad,
                     undo_canonicalize)
 from .scan import SiteHint, find_sites
@@ -173,6 +173,11 @@ def _diagnose(h: SiteHint, fwd: Optional[set]) -> str:
             if u.op == "output" and fwd is None:
                 return f"intermediate {n.name} is also an output of the graph"
     if h.family == "kat_reference":
+        xv = val(h.x)
+        if xv is not None and sum(not isinstance(d, int) for d in xv.shape) > 1:
+            return ("KAT reference shape with more than one symbolic dimension of x (e.g. batch and "
+                    "sequence): Inductor's pattern matcher re-traces it with one symbolic input only; "
+                    "mark only the batch dimension dynamic to have it rewritten")
         return "KAT reference shape, but no traced pattern matched (different dtype/device or code details)"
     return ("no traced pattern matched this code shape (see flashkat_inductor/recognisers/pointwise.py "
             "for the writings recognised)")
@@ -225,6 +230,7 @@ def rewrite_graph(graph: Graph, kind: str, is_inference: Optional[bool] = None) 
     rewrites: list = []
     undo = canonicalize_commutative(graph)
     total = 0
+    before = set(graph.nodes)
     with collect_rewrites(rewrites):
         for key in keys:
             p = _PASSES.get(key)
@@ -237,6 +243,8 @@ def rewrite_graph(graph: Graph, kind: str, is_inference: Optional[bool] = None) 
     if total:
         stable_topological_sort(graph)
         graph.lint()
+        # views the replacements inserted must alias their bases (donated buffers, see base.py)
+        refresh_fake_values(graph, [n for n in graph.nodes if n not in before])
         _attach_nodes(graph, rewrites)
     if graph.owning_module is not None:
         graph.owning_module.recompile()

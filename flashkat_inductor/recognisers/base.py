@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 from typing import Optional
 
 import torch
@@ -15,14 +16,86 @@ COUNTER = "flashkat"  # torch._dynamo.utils.counters["flashkat"][<pattern name>]
 def dynamic_rewrites_enabled() -> bool:
     """Rewrite sites whose x has symbolic (dynamic) batch dimensions?
 
-    Off unless FLASHKAT_DYNAMIC_REWRITES=1.  The rewrite itself is exact with
-    symbolic batch dimensions (checked against eager with the ops as extern
-    kernels), but with the project's lowerings as of this writing a training
-    graph with dynamic batch wrote into x in the backward; until that is fixed
-    and tested, such sites compile exactly as under Inductor."""
+    On by default; FLASHKAT_DYNAMIC_REWRITES=0 turns it off (such sites then
+    compile exactly as under Inductor).  The switch is part of the backend's
+    cache key.  Rewrites with symbolic sizes need the fake values of the nodes
+    a replacement inserts to alias their bases (see :func:`refresh_fake_values`):
+    without that, a training graph with a dynamic batch wrote dx into x."""
     import os
 
-    return os.environ.get("FLASHKAT_DYNAMIC_REWRITES", "") not in ("", "0")
+    return os.environ.get("FLASHKAT_DYNAMIC_REWRITES", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+# ----------------------------------------------------------------------------
+# Fake values of inserted nodes
+# ----------------------------------------------------------------------------
+def _is_view_op(target) -> bool:
+    """An ATen op whose (first) output aliases an input (schema ``Tensor(a) -> Tensor(a)``)."""
+    schema = getattr(target, "_schema", None)
+    if schema is None or not schema.returns:
+        return False
+    info = schema.returns[0].alias_info
+    return info is not None and not info.is_write
+
+
+def refresh_fake_values(graph, new_nodes) -> int:
+    """Recompute ``meta["val"]`` of the nodes a rewrite inserted, under the graph's own fake mode.
+
+    The pattern matcher copies the replacement's fake values from the
+    replacement's own trace, so a view the replacement inserts (e.g. the
+    grouped view moved back to channels-last) does not share its base's fake
+    storage.  AOTAutograd decides which saved tensors are donated buffers (which
+    the backward may overwrite) from those storages, so a saved view of a graph
+    input looked like a private buffer, and Inductor wrote dx in place into the
+    user's x.  With static shapes Inductor folds the view chain away and it did
+    not show; with a symbolic batch it did.
+
+    Recomputed are: every node in ``new_nodes``, and every existing view node
+    whose input was recomputed (its value must alias the new one).  Returns
+    the number of nodes updated; on any failure the node keeps its value."""
+    from torch._dispatch.python import enable_python_dispatcher
+    from torch._guards import detect_fake_mode
+
+    new_nodes = set(new_nodes)
+    if not new_nodes:
+        return 0
+    mode = detect_fake_mode([n.meta.get("val") for n in graph.find_nodes(op="placeholder")])
+    if mode is None:
+        mode = detect_fake_mode()
+    if mode is None:
+        return 0
+    refreshed: set = set()
+    for node in graph.nodes:
+        if node.op != "call_function" or not (isinstance(node.target, torch._ops.OpOverload)
+                                               or node.target is operator.getitem):
+            continue
+        inputs = node.all_input_nodes
+        if node not in new_nodes and not (_is_view_op(node.target) and any(i in refreshed for i in inputs)):
+            continue
+        if not all("val" in i.meta for i in inputs):
+            continue
+        args, kwargs = torch.fx.map_arg((node.args, node.kwargs), lambda a: a.meta["val"])
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(mode)
+                stack.enter_context(enable_python_dispatcher())
+                if mode.shape_env is not None:
+                    stack.enter_context(mode.shape_env.ignore_fresh_unbacked_symbols())
+                value = node.target(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - keep the copied value rather than fail a compile
+            continue
+        node.meta["val"] = value
+        if isinstance(value, torch.Tensor) and "tensor_meta" in node.meta:
+            try:
+                from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+                node.meta["tensor_meta"] = _extract_tensor_metadata(value)
+            except Exception:  # noqa: BLE001 - informative only
+                del node.meta["tensor_meta"]
+        refreshed.add(node)
+    return len(refreshed)
+
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -43,6 +116,7 @@ class PatternKey:
     num_sig: tuple = ()
     den_sig: tuple = ()
     q_first: bool = False  # pointwise: the denominator's use of x comes before the numerator's
+    dtype: str = "float32"  # joint traces: x's dtype (autograd of abs in float16 / bfloat16 upcasts its sign)
 
     @property
     def name(self) -> str:
@@ -105,6 +179,19 @@ def collect_rewrites(sink: list):
         yield sink
     finally:
         _STATE["log"] = old
+
+
+def trace_dtype(x_node, trace: str) -> str:
+    """The dtype a pattern is traced in: x's for joint traces, float32 otherwise.
+
+    Joint graphs differ by dtype: in float16 / bfloat16 Inductor's decomposition
+    of the sign in abs's backward upcasts (convert_element_type, sign,
+    convert_element_type), so a float32 trace does not match them.  Forward
+    graphs are the same in every floating dtype (one trace serves all)."""
+    v = val(x_node)
+    if trace != "joint" or v is None or v.dtype not in FLOAT_DTYPES:
+        return "float32"
+    return str(v.dtype).replace("torch.", "")
 
 
 # ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from torch.fx import Node
 
 from . import _pm
 from .base import (PatternKey, coefficient_rows_ok, dynamic_rewrites_enabled, log_rewrite, same_float_and_device,
-                   static_shape, val)
+                   static_shape, trace_dtype, val)
 from .scan import SiteHint
 
 FAMILY = "kat_reference"
@@ -33,7 +33,7 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     if h.family != FAMILY or h.reason:
         return []
     grads = h.grads if trace == "joint" else (False, False, False)
-    return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device)]
+    return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=trace_dtype(h.x, trace))]
 
 
 def kat_reference(x, num, den):
@@ -96,11 +96,11 @@ _G0, _X_SHAPE = 4, (3, 5, 4 * 7)
 
 def example_inputs(key: PatternKey):
     gx, gn, gd = key.grads if key.trace == "joint" else (False, False, False)
-    dev = key.device
+    dev, dt = key.device, getattr(torch, key.dtype)
     return [
-        torch.empty(_X_SHAPE, device=dev, requires_grad=gx),
-        torch.empty(_G0, key.m, device=dev, requires_grad=gn),
-        torch.empty(_G0, key.n, device=dev, requires_grad=gd),
+        torch.empty(_X_SHAPE, device=dev, dtype=dt, requires_grad=gx),
+        torch.empty(_G0, key.m, device=dev, dtype=dt, requires_grad=gn),
+        torch.empty(_G0, key.n, device=dev, dtype=dt, requires_grad=gd),
     ]
 
 

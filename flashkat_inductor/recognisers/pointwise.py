@@ -57,7 +57,7 @@ from torch.fx import Node
 
 from . import _pm
 from .base import (PatternKey, dynamic_rewrites_enabled, is_contiguous, log_rewrite, same_float_and_device,
-                   same_size, static_shape, val)
+                   same_size, static_shape, trace_dtype, val)
 from .scan import SiteHint, VIEW_OPS
 
 aten = torch.ops.aten
@@ -79,7 +79,7 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     grads = h.grads if trace == "joint" else (False, False, False)
     return [PatternKey(h.family, h.form, h.m, h.n, trace, tuple(grads), device,
                        h.writing if h.family == "powers" else "", coef, h.x_rank,
-                       tuple(h.num_sig), tuple(h.den_sig), h.q_first)]
+                       tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace))]
 
 
 # ----------------------------------------------------------------------------
@@ -216,10 +216,12 @@ def example_inputs(key: PatternKey, device: str):
                 shape[off + i] = _G0
     gx, gn, gd = key.grads if key.trace == "joint" else (False, False, False)
 
-    def col(sig, rg):
-        return torch.empty(tuple(_G0 if s == "G" else 1 for s in sig), device=device, requires_grad=rg)
+    dt = getattr(torch, key.dtype)
 
-    x = torch.empty(shape, device=device, requires_grad=gx)
+    def col(sig, rg):
+        return torch.empty(tuple(_G0 if s == "G" else 1 for s in sig), device=device, dtype=dt, requires_grad=rg)
+
+    x = torch.empty(shape, device=device, dtype=dt, requires_grad=gx)
     return [x] + [col(key.num_sig, gn) for _ in range(key.m)] + [col(key.den_sig, gd) for _ in range(key.n)]
 
 

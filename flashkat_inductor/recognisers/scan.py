@@ -316,8 +316,8 @@ def _dynamic_reason(channel_dims) -> str:
     if channel_dims is None or not _static(channel_dims):
         return "the channel (or group) dimensions of x are symbolic"
     if not dynamic_rewrites_enabled():
-        return ("x has dynamic (symbolic) batch dimensions; rewrites of dynamic shapes are off "
-                "(FLASHKAT_DYNAMIC_REWRITES=1 turns them on)")
+        return ("x has dynamic (symbolic) batch dimensions and rewrites of dynamic shapes are turned off "
+                "(FLASHKAT_DYNAMIC_REWRITES=0; unset it to rewrite them)")
     return ""
 
 
