@@ -202,6 +202,15 @@ def _coef(ptr, goff, sk, I: tl.constexpr, K: tl.constexpr, cmask, ABS: tl.conste
 
 
 @triton.jit
+def _coef_table(ptr, goff, sk, K: tl.constexpr, cmask, ABS: tl.constexpr, CDT: tl.constexpr):
+    """The eight coefficient slots c_0..c_7 of each column's group (see :func:`_coef`)."""
+    return (_coef(ptr, goff, sk, 0, K, cmask, ABS, CDT), _coef(ptr, goff, sk, 1, K, cmask, ABS, CDT),
+            _coef(ptr, goff, sk, 2, K, cmask, ABS, CDT), _coef(ptr, goff, sk, 3, K, cmask, ABS, CDT),
+            _coef(ptr, goff, sk, 4, K, cmask, ABS, CDT), _coef(ptr, goff, sk, 5, K, cmask, ABS, CDT),
+            _coef(ptr, goff, sk, 6, K, cmask, ABS, CDT), _coef(ptr, goff, sk, 7, K, cmask, ABS, CDT))
+
+
+@triton.jit
 def _coef_sign(ptr, goff, sk, I: tl.constexpr, K: tl.constexpr, cmask, USE: tl.constexpr, ZERO_KAT: tl.constexpr):
     """sign(b_I) of each column's group as a (BLOCK_C,) vector (1.0 when not USE or I >= K)."""
     if USE and I < K:
@@ -322,23 +331,9 @@ def _rational_fwd_kernel(
     ga = grp * sag
     gb = grp * sbg
     # Coefficient table of this tile: one (1, BLOCK_C) vector per coefficient.
-    a0 = _coef(a_ptr, ga, sak, 0, M, cmask2, False, CDT)
-    a1 = _coef(a_ptr, ga, sak, 1, M, cmask2, False, CDT)
-    a2 = _coef(a_ptr, ga, sak, 2, M, cmask2, False, CDT)
-    a3 = _coef(a_ptr, ga, sak, 3, M, cmask2, False, CDT)
-    a4 = _coef(a_ptr, ga, sak, 4, M, cmask2, False, CDT)
-    a5 = _coef(a_ptr, ga, sak, 5, M, cmask2, False, CDT)
-    a6 = _coef(a_ptr, ga, sak, 6, M, cmask2, False, CDT)
-    a7 = _coef(a_ptr, ga, sak, 7, M, cmask2, False, CDT)
+    a0, a1, a2, a3, a4, a5, a6, a7 = _coef_table(a_ptr, ga, sak, M, cmask2, False, CDT)
     ABS_B: tl.constexpr = FORM != 2  # safe / signed use |b|
-    b0 = _coef(b_ptr, gb, sbk, 0, N, cmask2, ABS_B, CDT)
-    b1 = _coef(b_ptr, gb, sbk, 1, N, cmask2, ABS_B, CDT)
-    b2 = _coef(b_ptr, gb, sbk, 2, N, cmask2, ABS_B, CDT)
-    b3 = _coef(b_ptr, gb, sbk, 3, N, cmask2, ABS_B, CDT)
-    b4 = _coef(b_ptr, gb, sbk, 4, N, cmask2, ABS_B, CDT)
-    b5 = _coef(b_ptr, gb, sbk, 5, N, cmask2, ABS_B, CDT)
-    b6 = _coef(b_ptr, gb, sbk, 6, N, cmask2, ABS_B, CDT)
-    b7 = _coef(b_ptr, gb, sbk, 7, N, cmask2, ABS_B, CDT)
+    b0, b1, b2, b3, b4, b5, b6, b7 = _coef_table(b_ptr, gb, sbk, N, cmask2, ABS_B, CDT)
 
     # Row blocks pid_r, pid_r + NPROG_R, ...: one block per program when
     # NPROG_R = cdiv(R, BLOCK_R) (ITERS = 1), or a persistent grid that loads
@@ -392,23 +387,9 @@ def _rational_bwd_kernel(
     cmask2 = cmask[None, :]
     ga = grp * sag
     gb = grp * sbg
-    a0 = _coef(a_ptr, ga, sak, 0, M, cmask2, False, CDT)
-    a1 = _coef(a_ptr, ga, sak, 1, M, cmask2, False, CDT)
-    a2 = _coef(a_ptr, ga, sak, 2, M, cmask2, False, CDT)
-    a3 = _coef(a_ptr, ga, sak, 3, M, cmask2, False, CDT)
-    a4 = _coef(a_ptr, ga, sak, 4, M, cmask2, False, CDT)
-    a5 = _coef(a_ptr, ga, sak, 5, M, cmask2, False, CDT)
-    a6 = _coef(a_ptr, ga, sak, 6, M, cmask2, False, CDT)
-    a7 = _coef(a_ptr, ga, sak, 7, M, cmask2, False, CDT)
+    a0, a1, a2, a3, a4, a5, a6, a7 = _coef_table(a_ptr, ga, sak, M, cmask2, False, CDT)
     ABS_B: tl.constexpr = FORM != 2
-    b0 = _coef(b_ptr, gb, sbk, 0, N, cmask2, ABS_B, CDT)
-    b1 = _coef(b_ptr, gb, sbk, 1, N, cmask2, ABS_B, CDT)
-    b2 = _coef(b_ptr, gb, sbk, 2, N, cmask2, ABS_B, CDT)
-    b3 = _coef(b_ptr, gb, sbk, 3, N, cmask2, ABS_B, CDT)
-    b4 = _coef(b_ptr, gb, sbk, 4, N, cmask2, ABS_B, CDT)
-    b5 = _coef(b_ptr, gb, sbk, 5, N, cmask2, ABS_B, CDT)
-    b6 = _coef(b_ptr, gb, sbk, 6, N, cmask2, ABS_B, CDT)
-    b7 = _coef(b_ptr, gb, sbk, 7, N, cmask2, ABS_B, CDT)
+    b0, b1, b2, b3, b4, b5, b6, b7 = _coef_table(b_ptr, gb, sbk, N, cmask2, ABS_B, CDT)
 
     # Register accumulators, one (BLOCK_R, BLOCK_C) tile per coefficient that
     # exists (the static guards keep absent ones out of the loop-carried state).
