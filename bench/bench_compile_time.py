@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+from benchlib import device_name  # noqa: E402
 
 
 def _child(args) -> None:
@@ -87,17 +88,6 @@ def _child(args) -> None:
         out["flashkat_rewrites"] = counters["flashkat"]["rewrites"]
         out["pattern_tracing_s"] = registration_stats()["seconds"]
     print("RESULT" + json.dumps(out))
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _run(backend: str, args) -> dict:
@@ -145,7 +135,7 @@ def main(argv=None):
                   f"warm step {r['warm_step_s'] * 1e3:.0f} ms"
                   + (f", {r['flashkat_rewrites']} rewrites, pattern tracing {r['pattern_tracing_s']:.2f} s"
                      if backend == "flashkat" else ""), flush=True)
-    device = f"{_cpu_name()}, {os.cpu_count()} CPUs" if not torch.cuda.is_available() else torch.cuda.get_device_name()
+    device = f"{device_name()}, {os.cpu_count()} CPUs" if not torch.cuda.is_available() else torch.cuda.get_device_name()
     rows = []
     med = {}
     for backend, rs in runs.items():

@@ -36,7 +36,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -49,22 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import flashkat_inductor as fk  # noqa: E402
 from flashkat_inductor.lowerings import register_lowerings  # noqa: E402
-
-
-def pau_safe(x, a, b):
-    """Hand-written safe PAU: y = P(x) / (1 + sum_j |b_j| |x|^(j+1)), Horner, grouped view."""
-    G = a.shape[0]
-    xv = x.view(*x.shape[:-1], G, x.shape[-1] // G)
-    ac = [a[:, i : i + 1] for i in range(a.shape[1])]
-    bc = [b[:, j : j + 1].abs() for j in range(b.shape[1])]
-    p = ac[-1]
-    for c in reversed(ac[:-1]):
-        p = p * xv + c
-    t = xv.abs()
-    s = bc[-1]
-    for c in reversed(bc[:-1]):
-        s = s * t + c
-    return (p / (1 + s * t)).view(x.shape)
+from benchlib import device_name, safe_pau as pau_safe  # noqa: E402
 
 
 def ops_safe(x, a, b):
@@ -77,17 +61,6 @@ def kat_ref(x, a, b):
     from kat_modules import kat_rational_torch
 
     return kat_rational_torch(x, a, b, b.shape[0])
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def time_ms(fn, reps: int) -> float:
@@ -212,7 +185,7 @@ def main(argv=None):
 
     nbytes = src.numel() * src.element_size()
     copy_gbps = 2 * nbytes / (statistics.median(copy_ms) * 1e-3) / 1e9
-    device = f"{cpu_name()}, {torch.get_num_threads()} threads"
+    device = f"{device_name()}, {torch.get_num_threads()} threads"
     rows = []
     for mth in methods:
         rows.append({

@@ -58,6 +58,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import dist_kat  # noqa: E402
+from benchlib import device_name  # noqa: E402
 from kat_modules import KAT_TEST, KAT_TINY  # noqa: E402
 
 
@@ -68,19 +69,6 @@ def _triton_version() -> str:
         return triton.__version__
     except Exception:  # noqa: BLE001
         return "none"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 def _max_err(result, ref) -> tuple:
@@ -149,7 +137,7 @@ def main(argv=None):
             dist.all_gather_object(every, mine)
             times = every[0]["times"] or [float("nan")]
             rows.append({
-                "device": f"{world} x {_device_name(device)}", "torch": torch.__version__,
+                "device": f"{world} x {device_name(device)}", "torch": torch.__version__,
                 "triton": _triton_version(), "world": world, "dist_backend": dist.get_backend(),
                 "config": args.config or ("tiny" if device.type == "cuda" else "test"), "batch": batch,
                 "rational": args.rational, "backend": backend, "wrapper": wrapper,
@@ -168,7 +156,7 @@ def main(argv=None):
                       f"params {r['max_rel_err_params']:.2e} (worst grad: {r['worst_grad']}); "
                       f"{'OK' if r['ok'] else 'MISMATCH'}", flush=True)
     if rank == 0 and args.out != "-":
-        kind = "cpu" if device.type == "cpu" else _device_name(device).split()[-1].lower()
+        kind = "cpu" if device.type == "cpu" else device_name(device).split()[-1].lower()
         out = args.out or os.path.join(HERE, "results", f"distributed_{kind}_{datetime.date.today()}.json")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:

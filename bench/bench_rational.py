@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 import flashkat_inductor as fk  # noqa: E402
 from flashkat_inductor.semantics import reference_backward, reference_forward  # noqa: E402
+from benchlib import safe_pau  # noqa: E402
 
 GROUPS = 8
 BASIC_SHAPES = [(128, 197, 768), (128, 197, 3072), (7, 33, 200)]
@@ -50,24 +51,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # ----------------------------------------------------------------------------
 # The functions compared
 # ----------------------------------------------------------------------------
-def safe_pau(x, a, b):
-    """A hand-written safe PAU as users write it: Horner on a grouped view."""
-    G = b.shape[0]
-    C = x.shape[-1]
-    xv = x.view(*x.shape[:-1], G, C // G)
-    a = a.to(x.dtype).expand(G, -1)
-    b = b.to(x.dtype).abs()
-    p = a[:, 5:6]
-    for i in (4, 3, 2, 1, 0):
-        p = p * xv + a[:, i : i + 1]
-    ax = xv.abs()
-    q = b[:, 3:4]
-    for j in (2, 1, 0):
-        q = q * ax + b[:, j : j + 1]
-    q = 1 + q * ax
-    return (p / q).view(x.shape)
-
-
 def methods(suite: bool):
     import kat_modules as km
 

@@ -1,0 +1,41 @@
+"""What the bench scripts share: the machine's name for the rows' stamps and the
+hand-written safe PAU they compare against (scripts run as ``python bench/x.py``
+have bench/ on sys.path, so ``from benchlib import ...`` works)."""
+from __future__ import annotations
+
+import platform
+from typing import Optional
+
+import torch
+
+
+def device_name(device: Optional[torch.device] = None) -> str:
+    """The GPU's name for a CUDA device, else the CPU's model name from /proc/cpuinfo."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def safe_pau(x, a, b):
+    """A hand-written safe PAU as users write it: y = P(x) / (1 + sum_j |b_j| |x|^(j+1)),
+    Horner on a (..., G, D) view, coefficient columns broadcast as (G, 1); ``a`` may be a
+    shared (1, m) row, ``b`` has one row per group."""
+    G = b.shape[0]
+    xv = x.view(*x.shape[:-1], G, x.shape[-1] // G)
+    a = a.to(x.dtype).expand(G, -1)
+    b = b.to(x.dtype).abs()
+    p = a[:, -1:]
+    for i in reversed(range(a.shape[1] - 1)):
+        p = p * xv + a[:, i : i + 1]
+    t = xv.abs()
+    s = b[:, -1:]
+    for j in reversed(range(b.shape[1] - 1)):
+        s = s * t + b[:, j : j + 1]
+    return (p / (1 + s * t)).view(x.shape)
