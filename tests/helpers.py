@@ -1,6 +1,11 @@
 """Test helpers shared by the numeric tests: inputs, error measure, low-precision baselines."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import torch
 
 from flashkat_inductor.semantics import init_coefficients, init_modes
@@ -64,3 +69,21 @@ def naive_lowp(x, a, b, form):
 
 
 KAT_MODES = [m for m in init_modes() if m != "identity"]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_result_script(code: str, *, cwd: str = ROOT, pythonpath: str = ROOT, drop=(), timeout: int = 600,
+                      **env_vars) -> dict:
+    """Run ``python -c code`` in a fresh process and return the JSON object of its last
+    stdout line that starts with ``RESULT``; ``pythonpath`` goes first on PYTHONPATH,
+    ``env_vars`` are added to the environment and the names in ``drop`` removed from it."""
+    env = dict(os.environ, PYTHONPATH=pythonpath + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_vars)
+    for name in drop:
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env,
+                         timeout=timeout)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    assert out.returncode == 0 and lines, out.stderr[-5000:]
+    return json.loads(lines[-1][len("RESULT"):])

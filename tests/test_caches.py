@@ -19,14 +19,13 @@ The runs take ~10 s each on 2 cores (compiles on misses, imports on hits).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from helpers import run_result_script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -73,14 +72,8 @@ _SCRIPT = textwrap.dedent(r"""
 
 def run(cache_dir: str, models, pythonpath: str = ROOT) -> dict:
     code = f"TESTS = {HERE!r}\nMODELS = {list(models)!r}\n" + _SCRIPT
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir,
-               PYTHONPATH=pythonpath + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TORCHINDUCTOR_FORCE_DISABLE_CACHES", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, env=env,
-                         timeout=600)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert out.returncode == 0 and lines, out.stderr[-5000:]
-    return json.loads(lines[-1][len("RESULT"):])
+    return run_result_script(code, cwd=HERE, pythonpath=pythonpath, drop=("TORCHINDUCTOR_FORCE_DISABLE_CACHES",),
+                             TORCHINDUCTOR_CACHE_DIR=cache_dir)
 
 
 def _missed(r):

@@ -20,11 +20,8 @@ promised equal across thread counts or GPU models (the reduction trees differ).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -32,7 +29,7 @@ import torch
 import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 
-from helpers import coefficients
+from helpers import coefficients, run_result_script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -182,10 +179,5 @@ print("RESULT" + json.dumps({{"same": all(torch.equal(u, v) for u, v in zip(g1, 
 
 
 def test_backward_template_is_deterministic_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", _TEMPLATE_SCRIPT.format(tests=HERE)], capture_output=True,
-                         text=True, cwd=ROOT, env=env, timeout=600)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert out.returncode == 0 and lines, out.stderr[-5000:]
-    res = json.loads(lines[-1][len("RESULT"):])
+    res = run_result_script(_TEMPLATE_SCRIPT.format(tests=HERE), TRITON_INTERPRET="1")
     assert res == {"same": True, "template": True, "atomics": False}, res

@@ -10,7 +10,6 @@ and FSDP2 one after the other in the same two processes.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

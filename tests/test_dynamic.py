@@ -22,11 +22,8 @@ Compile caches are off: a cache hit would skip the passes and their counters.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -36,7 +33,7 @@ import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 from flashkat_inductor.semantics import reference_backward, reference_forward
 
-from helpers import coefficients, rel_err
+from helpers import coefficients, rel_err, run_result_script
 from test_recognisers import SITES, eager_run, expected_counts, make_inputs, model_of, weighted_loss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -302,12 +299,7 @@ print("RESULT" + json.dumps(result))
 
 
 def test_triton_template_symbolic_sizes_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", _TEMPLATE_SCRIPT.format(tests=HERE)], capture_output=True,
-                         text=True, cwd=ROOT, env=env, timeout=600)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert out.returncode == 0 and lines, out.stderr[-5000:]
-    res = json.loads(lines[-1][len("RESULT"):])
+    res = run_result_script(_TEMPLATE_SCRIPT.format(tests=HERE), TRITON_INTERPRET="1")
     assert res["graphs"] == 1, res
     assert res["template"], "the backward template was not used"
     assert res["symbolic_rows"], "the template's row count is not symbolic"

@@ -18,7 +18,6 @@ CUDA (skipped without a GPU): the real template, autotuned over its configs,
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import subprocess
@@ -33,7 +32,7 @@ import flashkat_inductor as fk
 from flashkat_inductor.lowerings import register_lowerings
 from flashkat_inductor.semantics import FORMS, ZERO_SIGNS, reference_backward, reference_forward
 
-from helpers import coefficients, naive_lowp, rel_err
+from helpers import coefficients, naive_lowp, rel_err, run_result_script
 
 F32_BOUND = 1e-6
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -431,13 +430,7 @@ print("RESULT" + json.dumps(result))
 
 
 def test_triton_template_on_cpu_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    script = _TEMPLATE_SCRIPT.format(tests=HERE)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=600)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert out.returncode == 0 and lines, out.stderr[-5000:]
-    res = json.loads(lines[-1][len("RESULT"):])
+    res = run_result_script(_TEMPLATE_SCRIPT.format(tests=HERE), TRITON_INTERPRET="1")
     assert not res["eager_bwd"]
     assert res["while_loop"]
     assert not res["coef_loads_in_loop"], "coefficients must be loaded once per program, not per element"

@@ -45,7 +45,6 @@ the same case lists.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable, Optional
 
