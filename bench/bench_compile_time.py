@@ -46,7 +46,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from benchlib import device_name  # noqa: E402
+from benchlib import device_name, triton_version as benchlib_triton_version  # noqa: E402
 
 
 def _child(args) -> None:
@@ -119,12 +119,7 @@ def main(argv=None):
 
     import torch
 
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:  # noqa: BLE001
-        triton_version = "none"
+    triton_version = benchlib_triton_version()
     load0 = os.getloadavg()[0]
     runs: dict = {"flashkat": [], "inductor": []}
     for rep in range(args.repeats):

@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import flashkat_inductor as fk  # noqa: E402
 from flashkat_inductor.lowerings import register_lowerings  # noqa: E402
-from benchlib import device_name, safe_pau as pau_safe  # noqa: E402
+from benchlib import device_name, safe_pau as pau_safe, triton_version  # noqa: E402
 
 
 def ops_safe(x, a, b):
@@ -191,7 +191,7 @@ def main(argv=None):
         rows.append({
             "device": device,
             "torch": torch.__version__,
-            "triton": _triton_version(),
+            "triton": triton_version(),
             "dtype": args.dtype,
             "shape": list(shape),
             "groups": G,
@@ -226,15 +226,6 @@ def main(argv=None):
             json.dump(old + rows, f, indent=1)
         print(f"wrote {len(rows)} rows to {out}")
     return rows
-
-
-def _triton_version():
-    try:
-        import triton
-
-        return triton.__version__
-    except Exception:  # noqa: BLE001
-        return None
 
 
 if __name__ == "__main__":

@@ -58,17 +58,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import dist_kat  # noqa: E402
-from benchlib import device_name  # noqa: E402
+from benchlib import device_name, triton_version  # noqa: E402
 from kat_modules import KAT_TEST, KAT_TINY  # noqa: E402
-
-
-def _triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except Exception:  # noqa: BLE001
-        return "none"
 
 
 def _max_err(result, ref) -> tuple:
@@ -138,7 +129,7 @@ def main(argv=None):
             times = every[0]["times"] or [float("nan")]
             rows.append({
                 "device": f"{world} x {device_name(device)}", "torch": torch.__version__,
-                "triton": _triton_version(), "world": world, "dist_backend": dist.get_backend(),
+                "triton": triton_version(), "world": world, "dist_backend": dist.get_backend(),
                 "config": args.config or ("tiny" if device.type == "cuda" else "test"), "batch": batch,
                 "rational": args.rational, "backend": backend, "wrapper": wrapper,
                 "step_ms_median": round(statistics.median(times) * 1e3, 3),

@@ -23,6 +23,16 @@ def device_name(device: Optional[torch.device] = None) -> str:
     return platform.processor() or "cpu"
 
 
+def triton_version() -> str:
+    """Triton's version, or "none" where it is not installed."""
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:  # noqa: BLE001 - any import failure means no usable Triton
+        return "none"
+
+
 def safe_pau(x, a, b):
     """A hand-written safe PAU as users write it: y = P(x) / (1 + sum_j |b_j| |x|^(j+1)),
     Horner on a (..., G, D) view, coefficient columns broadcast as (G, 1); ``a`` may be a
