@@ -116,6 +116,30 @@ def powers_sum_abs_sum(x, a, b):
     return (p / (1 + s.abs())).view(x.shape)
 
 
+def horner_safe_reciprocal(x, a, b):
+    """Safe PAU whose quotient is written as a product with the reciprocal, reciprocal first."""
+    G = max(a.shape[0], b.shape[0])
+    xg = grouped(x, G)
+    A, C = columns(a), [c.abs() for c in columns(b)]
+    p = A[-1]
+    for c in reversed(A[:-1]):
+        p = p * xg + c
+    t = xg.abs()
+    s = C[-1]
+    for c in reversed(C[:-1]):
+        s = s * t + c
+    return (torch.reciprocal(1 + s * t) * p).view(x.shape)
+
+
+def powers_signed_one_over(x, a, b):
+    """Signed form, explicit powers, quotient written p * (1 / q)."""
+    G = max(a.shape[0], b.shape[0])
+    xg = grouped(x, G)
+    p = sum(a[:, i:i + 1] * xg ** i for i in range(a.shape[1]))
+    q = 1 + sum(b[:, j:j + 1].abs() * xg ** (j + 1) for j in range(b.shape[1]))
+    return (p * (1 / q)).view(x.shape)
+
+
 def nchw_horner_safe(x, a, b):
     """(B, C, H, W), groups over dimension 1: (G, 1, 1, 1) coefficients against (B, G, D, H, W)."""
     B, C, H, W = x.shape
@@ -164,6 +188,8 @@ SITES = [
     Site("powers_sum_abs_sum", powers_sum_abs_sum, (2, 3, 32), 6, 4, 8, 8, "abs_sum", "powers_abs_sum",
          x_grad=False),
     Site("nchw_horner_safe", nchw_horner_safe, (2, 8, 3, 5), 6, 4, 4, 4, "safe", "horner_safe"),
+    Site("horner_safe_reciprocal", horner_safe_reciprocal, (2, 3, 16), 6, 4, 4, 4, "safe", "horner_safe"),
+    Site("powers_signed_one_over", powers_signed_one_over, (3, 16), 6, 4, 1, 4, "signed", "powers_signed"),
 ]
 
 

@@ -193,7 +193,8 @@ def rewrite_graph(graph: Graph, kind: str, is_inference: Optional[bool] = None) 
     if kind == "post" and is_inference is False:
         # a training forward graph: the joint pass has seen this code already (with its backward)
         return GraphReport("training (forward graph)", [], [], [], 0.0)
-    if not graph.find_nodes(op="call_function", target=torch.ops.aten.div.Tensor):
+    if not (graph.find_nodes(op="call_function", target=torch.ops.aten.div.Tensor)
+            or graph.find_nodes(op="call_function", target=torch.ops.aten.reciprocal.default)):
         return GraphReport(kind, [], [], [], 0.0)
     # Inductor runs the joint passes on inference graphs too (no tangents there).
     training = kind == "joint" and _is_backward(graph)

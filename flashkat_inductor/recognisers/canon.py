@@ -12,7 +12,9 @@ graph and in every traced pattern alike:
    coefficient column ``(G, 1)`` comes second);
 2. then the operand with fewer users first (the Horner accumulator, one user,
    before the shared variable ``x``, many users);
-3. otherwise the order is kept.
+3. then a reciprocal (``q.reciprocal()``, or ``1 / q``: ``reciprocal(q) * 1``)
+   after anything else, so ``p * (1 / q)`` and ``(1 / q) * p`` are one pattern;
+4. otherwise the order is kept.
 
 IEEE addition and multiplication are commutative, so the reordering never
 changes a value; it is undone on every node no rewrite consumed, so a graph in
@@ -32,6 +34,18 @@ def _shape(node: Node):
     return tuple(val.shape) if isinstance(val, torch.Tensor) else None
 
 
+def reciprocal_of(node) -> "Node | None":
+    """q when node is ``reciprocal(q)`` or ``reciprocal(q) * 1`` (how ``1 / q`` decomposes), else None."""
+    if not isinstance(node, Node) or node.op != "call_function":
+        return None
+    if (node.target == aten.mul.Tensor and len(node.args) == 2 and not node.kwargs
+            and isinstance(node.args[0], Node) and node.args[1] == 1):
+        node = node.args[0]
+    if node.op == "call_function" and node.target == aten.reciprocal.default and isinstance(node.args[0], Node):
+        return node.args[0]
+    return None
+
+
 def _key(node: Node, out_shape):
     from .base import same_size
 
@@ -40,7 +54,7 @@ def _key(node: Node, out_shape):
     if s is not None and out_shape is not None:
         same = len(s) == len(out_shape) and all(same_size(a, b) for a, b in zip(s, out_shape))
         broadcast = 0 if same else 1
-    return (broadcast, len(node.users))
+    return (broadcast, len(node.users), reciprocal_of(node) is not None)
 
 
 def canonicalize_commutative(graph: Graph) -> list:

@@ -19,6 +19,10 @@ shape ``(..., G, D)`` and coefficient columns ``a_i = a[:, i:i+1]`` of shape
                        q = 1 + s       (signed:  t = xg,       c_j = |b_j|)
                        q = 1 + s.abs() (abs_sum: t = xg,       c_j = b_j)
 
+The quotient may also be written ``p * (1 / q)`` or ``p * q.reciprocal()``
+(either factor first; key field ``divide``): the replacement computes ``p / q``,
+the same function to within one rounding.
+
 ``|b_j|`` may be taken per column (``b[:, j:j+1].abs()``, variant
 ``col_abs``) or once for the whole tensor before the columns are taken
 (``b.abs()[:, j:j+1]``, variant ``pre_abs``).  Operands of ``+`` and ``*``
@@ -79,7 +83,7 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     grads = h.grads if trace == "joint" else (False, False, False)
     return [PatternKey(h.family, h.form, h.m, h.n, trace, tuple(grads), device,
                        h.writing if h.family == "powers" else "", coef, h.x_rank,
-                       tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace))]
+                       tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace), h.divide)]
 
 
 # ----------------------------------------------------------------------------
@@ -269,21 +273,29 @@ def _functions(key_no_trace: PatternKey):
     m, n = key.m, key.n
     names = _argnames(m, n)
 
+    def divide(p, q):
+        if key.divide == "reciprocal":
+            return p * q.reciprocal()
+        if key.divide == "one_over":
+            return p * (1 / q)
+        return p / q
+
     def search_impl(x, *cols):
         if key.q_first:
             q = _denominator(key, x, cols[m:])
-            return _numerator(key, x, cols[:m]) / q
-        return _numerator(key, x, cols[:m]) / _denominator(key, x, cols[m:])
+            return divide(_numerator(key, x, cols[:m]), q)
+        return divide(_numerator(key, x, cols[:m]), _denominator(key, x, cols[m:]))
 
     def replace_impl(x, *cols):
         return rational_on_grouped(x, cols[:m], cols[m:], key.form)
 
-    tag = f"{key.family}_{key.form}_{key.writing or 'h'}_{key.coef}_{m}_{n}"
+    tag = f"{key.family}_{key.form}_{key.writing or 'h'}_{key.coef}_{m}_{n}_{key.divide}"
     return _named(search_impl, names, f"search_{tag}"), _pm.replacement(_named(replace_impl, names, f"replace_{tag}"))
 
 
 def register_key(key: PatternKey, pass_) -> bool:
-    base = PatternKey(key.family, key.form, key.m, key.n, "", (), "", key.writing, key.coef, 0, (), (), key.q_first)
+    base = PatternKey(key.family, key.form, key.m, key.n, "", (), "", key.writing, key.coef, 0, (), (), key.q_first,
+                      divide=key.divide)
     search, replace = _functions(base)
     return _pm.register(search, replace, example_inputs(key, key.device), key.trace, pass_,
                         make_extra_check(key), key.name)

@@ -21,6 +21,8 @@ from typing import Optional
 import torch
 from torch.fx import Graph, Node
 
+from .canon import reciprocal_of
+
 aten = torch.ops.aten
 
 # Pointwise ops a hand-written rational is made of (walked through).
@@ -56,7 +58,23 @@ class SiteHint:
     den_sig: tuple = ()
     grads: tuple = (False, False, False)  # requires grad: x, numerator, denominator
     q_first: bool = False  # the denominator uses x before the numerator does (statement order)
+    divide: str = "div"  # how P / Q is written: "div", "reciprocal" (p * q.reciprocal()), "one_over" (p * (1 / q))
     reason: str = ""  # why no pattern can apply (empty when one may)
+
+    @property
+    def num_side(self) -> Node:
+        """The numerator P (the dividend, or the other factor of the product with 1 / Q)."""
+        if self.divide == "div":
+            return self.div.args[0]
+        return self.div.args[1] if reciprocal_of(self.div.args[0]) is not None else self.div.args[0]
+
+    @property
+    def den_side(self) -> Node:
+        """The denominator Q."""
+        if self.divide == "div":
+            return self.div.args[1]
+        q = reciprocal_of(self.div.args[1])
+        return q if q is not None else reciprocal_of(self.div.args[0])
 
     @property
     def name(self) -> str:
@@ -92,7 +110,7 @@ _UNSQUEEZE = {aten.unsqueeze.default}
 
 
 def _kat_reference(h: SiteHint) -> bool:
-    num_side, den_side = h.div.args[0], h.div.args[1]
+    num_side, den_side = h.num_side, h.den_side
     bn, bd = _through(num_side, _SQUEEZE), _through(den_side, _SQUEEZE)
     if not all(isinstance(b, Node) and b.target == aten.bmm.default for b in (bn, bd)):
         return False
@@ -226,13 +244,13 @@ def _pointwise(h: SiteHint) -> bool:
     if ref is None:
         return False
     full = lambda nd: _same_shape(_shape(nd), ref)  # noqa: E731
-    n_all, _ = _cone(div.args[0], None)
-    d_all, _ = _cone(div.args[1], None)
+    n_all, _ = _cone(h.num_side, None)
+    d_all, _ = _cone(h.den_side, None)
     x = _pick_x(n_all + d_all, ref)
     if x is None:
         return False
-    n_inner, n_leaves = _cone(div.args[0], x)
-    d_inner, d_leaves = _cone(div.args[1], x)
+    n_inner, n_leaves = _cone(h.num_side, x)
+    d_inner, d_leaves = _cone(h.den_side, x)
     if x not in n_leaves or not (x in d_leaves or any(n.args[0] is x for n in d_inner)):
         return False  # not polynomial-looking in one tensor on both sides
     muls = [n for n in n_inner + d_inner if n.target in (aten.mul.Tensor, aten.pow.Tensor_Scalar)]
@@ -322,18 +340,26 @@ def _dynamic_reason(channel_dims) -> str:
 
 
 def find_sites(graph: Graph, requires_grad: Optional[dict] = None, forward: Optional[set] = None) -> list:
-    """Every division of the forward computation that looks like a rational P/Q, described.
+    """Every division of the forward computation (``p / q``, or ``p`` times ``1 / q`` or
+    ``q.reciprocal()``) that looks like a rational P/Q, described.
 
     ``forward``: the forward part of a joint graph (divisions outside it are
     autograd's, e.g. the ``P / Q^2`` of the quotient rule)."""
     rg = requires_grad or {}
     hints = []
-    for div in graph.find_nodes(op="call_function", target=aten.div.Tensor):
+    roots = [(d, "div") for d in graph.find_nodes(op="call_function", target=aten.div.Tensor)]
+    for mul in graph.find_nodes(op="call_function", target=aten.mul.Tensor):  # p * (1 / q), p * q.reciprocal()
+        if len(mul.args) == 2 and not mul.kwargs and all(isinstance(a, Node) for a in mul.args):
+            r = next((a for a in mul.args if reciprocal_of(a) is not None), None)
+            fwd_users = [u for u in r.users if forward is None or u in forward] if r is not None else []
+            if r is not None and len(fwd_users) == 1 and mul.args[0] is not mul.args[1]:
+                roots.append((mul, "one_over" if r.target == aten.mul.Tensor else "reciprocal"))
+    for div, divide in roots:
         if forward is not None and div not in forward:
             continue
         if not (len(div.args) == 2 and all(isinstance(a, Node) for a in div.args)):
             continue
-        h = SiteHint(div)
+        h = SiteHint(div, divide=divide)
         if not (_kat_reference(h) or _pointwise(h)):
             continue
         if h.x is not None:
