@@ -47,72 +47,21 @@ STEPS=" ${FLASHKAT_STEPS:-pip env dist} "
 NPROC=${FLASHKAT_NPROC:-2}
 CASES=${FLASHKAT_DIST_CASES:-flashkat:ddp inductor:ddp flashkat:fsdp2 inductor:fsdp2}
 
-if [ -z "${OUT:-}" ]; then
-    if [ "$DRY" = 1 ]; then OUT=$(mktemp -d /tmp/flashkat_h200x2_dry.XXXXXX); else OUT=$ROOT/h200x2_out_$DATE; fi
-    echo "note: OUT was not set; writing to $OUT"
-fi
-mkdir -p "$OUT" "$OUT/parts"
+OUT_NAME=h200x2
+. "$ROOT/bench/runlib.sh"
+KILL_AFTER=40   # torchrun answers SIGTERM by stopping its workers (SIGTERM, then SIGKILL after 30 s)
+TAIL_LINES=6
 
-if [ -n "${PYTHON:-}" ]; then
-    PY=$PYTHON
-elif command -v python3 >/dev/null 2>&1; then
-    PY=python3
-else
-    PY=python
-fi
-
-export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-unset TRITON_INTERPRET
-
-SUMMARY=$OUT/steps.tsv
-printf 'step\trc\tseconds\ttimeout_s\tlog\n' >"$SUMMARY"
-
-want() { [[ "$STEPS" == *" $1 "* ]]; }
-CLOCK_SHIFT=0
-now() { echo $(($(date +%s) + CLOCK_SHIFT)); }
-left() { echo $((DEADLINE - $(now))); }
-
-# run_step NAME LOG TIMEOUT MIN_S CMD...: CMD under `timeout`, output into LOG; skipped below MIN_S
-run_step() {
-    local name=$1 log=$2 t=$3 min_s=$4
-    shift 4
-    if [ "$t" -lt "$min_s" ]; then
-        echo "== $name: SKIPPED, ${t}s left for it (needs ${min_s}s)"
-        printf '%s\tskipped\t0\t%s\tno time\n' "$name" "$t" >>"$SUMMARY"
-        return
+# after a timed-out case: workers run in sessions of their own, and any left on the GPUs (started by
+# this script on this leased machine) would hold them through the next case; stop them by id
+on_timeout() {
+    local pids
+    pids=$(timeout 20 nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | tr -d ' ' | grep -E '^[0-9]+$')
+    if [ -n "$pids" ]; then
+        echo "   stopping leftover GPU processes: $(echo "$pids" | tr '\n' ' ')"
+        for pid in $pids; do kill -9 "$pid" 2>/dev/null; done
+        sleep 3
     fi
-    echo "== $name (timeout ${t}s, log ${log#"$OUT"/}): $*"
-    if [ "$DRY" = 1 ]; then
-        local took=${FLASHKAT_DRY_STEP_S:-$t}
-        [ "$took" -gt "$t" ] && took=$t
-        CLOCK_SHIFT=$((CLOCK_SHIFT + took))
-        echo "   [dry run] timeout -k 40 $t $* > $log 2>&1"
-        printf '%s\tdry\t%s\t%s\t%s\n' "$name" "$took" "$t" "${log#"$OUT"/}" >>"$SUMMARY"
-        return
-    fi
-    local t0 rc took
-    t0=$(now)
-    # torchrun answers SIGTERM by stopping its workers (SIGTERM, then SIGKILL after 30 s): give it 40 s
-    timeout -k 40 "$t" "$@" >"$log" 2>&1
-    rc=$?
-    took=$(($(now) - t0))
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$took" "$t" "${log#"$OUT"/}" >>"$SUMMARY"
-    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-        echo "   $name TIMED OUT after ${took}s (rc $rc)"
-        # workers run in sessions of their own: any left on the GPUs (started by this script on
-        # this leased machine) would hold them through the next case; stop them by id
-        local pids
-        pids=$(timeout 20 nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | tr -d ' ' | grep -E '^[0-9]+$')
-        if [ -n "$pids" ]; then
-            echo "   stopping leftover GPU processes: $(echo "$pids" | tr '\n' ' ')"
-            for pid in $pids; do kill -9 "$pid" 2>/dev/null; done
-            sleep 3
-        fi
-    else
-        echo "   $name: rc $rc after ${took}s"
-    fi
-    tail -n 6 "$log" | sed 's/^/   | /'
 }
 
 echo "flashkat H200 x$NPROC distributed run: $(date -u '+%F %T') UTC, budget ${BUDGET}s, steps:${STEPS}, OUT=$OUT, python=$PY$([ "$DRY" = 1 ] && echo ' [DRY RUN]')"
@@ -201,11 +150,5 @@ PYEOF
     fi
 fi
 
-rmdir "$OUT/parts" 2>/dev/null
-echo
-echo "== done in $(($(now) - START))s (budget ${BUDGET}s). Steps (rc 124/137: timed out):"
-column -t -s $'\t' "$SUMMARY" 2>/dev/null || cat "$SUMMARY"
-echo
-echo "files in OUT:"
-(cd "$OUT" && find . -type f -printf '  %P\t%s bytes\n' | sort)
+finish
 exit 0
