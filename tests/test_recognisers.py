@@ -131,6 +131,20 @@ def horner_safe_reciprocal(x, a, b):
     return (torch.reciprocal(1 + s * t) * p).view(x.shape)
 
 
+def horner_addcmul_signed(x, a, b):
+    """Signed form, Horner steps with torch.addcmul (factors in either order)."""
+    G = max(a.shape[0], b.shape[0])
+    xg = grouped(x, G)
+    A, C = columns(a), [c.abs() for c in columns(b)]
+    p = A[-1]
+    for c in reversed(A[:-1]):
+        p = torch.addcmul(c, xg, p)
+    s = C[-1]
+    for c in reversed(C[:-1]):
+        s = torch.addcmul(c, s, xg)
+    return (p / (1 + s * xg)).view(x.shape)
+
+
 def powers_signed_one_over(x, a, b):
     """Signed form, explicit powers, quotient written p * (1 / q)."""
     G = max(a.shape[0], b.shape[0])
@@ -190,6 +204,7 @@ SITES = [
     Site("nchw_horner_safe", nchw_horner_safe, (2, 8, 3, 5), 6, 4, 4, 4, "safe", "horner_safe"),
     Site("horner_safe_reciprocal", horner_safe_reciprocal, (2, 3, 16), 6, 4, 4, 4, "safe", "horner_safe"),
     Site("powers_signed_one_over", powers_signed_one_over, (3, 16), 6, 4, 1, 4, "signed", "powers_signed"),
+    Site("horner_addcmul_signed", horner_addcmul_signed, (2, 3, 16), 6, 4, 4, 4, "signed", "horner_signed"),
 ]
 
 

@@ -56,6 +56,7 @@ import flashkat_inductor.backend  # noqa: F401 - registers the backend where no 
 from flashkat_inductor.semantics import compute_dtype, init_coefficients, reference_backward, reference_forward
 
 from helpers import rel_err
+from test_recognisers import horner_safe as _horner_safe
 
 F32_TOL = 2e-5  # finite values vs the float64 reference, relative (norm) error, float32
 
@@ -531,20 +532,6 @@ def test_value_cases_are_what_they_claim():
 # ============================================================================
 # The same special values through hand-written rationals the recognisers rewrite
 # ============================================================================
-def _horner_safe(x, a, b):
-    G = max(a.shape[0], b.shape[0])
-    xg = x.view(*x.shape[:-1], G, x.shape[-1] // G)
-    m, n = a.shape[1], b.shape[1]
-    p = a[:, m - 1:m]
-    for i in range(m - 2, -1, -1):
-        p = p * xg + a[:, i:i + 1]
-    ax = xg.abs()
-    q = b[:, n - 1:n].abs()
-    for j in range(n - 2, -1, -1):
-        q = q * ax + b[:, j:j + 1].abs()
-    return (p / (1 + q * ax)).view(x.shape)
-
-
 def _powers_signed(x, a, b):
     G = max(a.shape[0], b.shape[0])
     xg = x.view(*x.shape[:-1], G, x.shape[-1] // G)

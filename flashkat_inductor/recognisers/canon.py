@@ -58,20 +58,26 @@ def _key(node: Node, out_shape):
 
 
 def canonicalize_commutative(graph: Graph) -> list:
-    """Reorder operands in place; return an undo list of ``(node, original_args)``."""
+    """Reorder operands in place; return an undo list of ``(node, original_args)``.
+
+    ``addcmul(c, u, v)`` (c + u * v) has its factors u, v ordered the same way."""
     undo = []
     for node in graph.nodes:
-        if node.op != "call_function" or node.target not in _COMMUTATIVE or node.kwargs:
+        if node.op != "call_function" or node.kwargs:
             continue
-        if len(node.args) != 2:
+        if node.target in _COMMUTATIVE and len(node.args) == 2:
+            first = 0
+        elif node.target == aten.addcmul.default and len(node.args) == 3:
+            first = 1
+        else:
             continue
-        u, v = node.args
+        u, v = node.args[first:first + 2]
         if not (isinstance(u, Node) and isinstance(v, Node)):
             continue
         out = _shape(node)
         if _key(v, out) < _key(u, out):
             undo.append((node, node.args))
-            node.args = (v, u)
+            node.args = (*node.args[:first], v, u)
     return undo
 
 

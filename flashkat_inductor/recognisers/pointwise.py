@@ -8,6 +8,7 @@ shape ``(..., G, D)`` and coefficient columns ``a_i = a[:, i:i+1]`` of shape
     # family "horner"
     p = a_{m-1};  p = p * xg + a_i  for i = m-2 .. 0        (or nested: a0 + xg * (a1 + xg * (...)))
     s = c_{n-1};  s = s * t + c_j   for j = n-2 .. 0;  s = s * t
+    # family "horner", writing "addcmul": every step p = torch.addcmul(a_i, p, xg), s likewise
     # family "powers", writing "sum"
     p = sum(a_i * xg ** i for i in range(m))                (torch.pow(xg, i) is the same op)
     s = sum(c_j * t ** (j + 1) for j in range(n))
@@ -82,18 +83,22 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
         return []
     grads = h.grads if trace == "joint" else (False, False, False)
     return [PatternKey(h.family, h.form, h.m, h.n, trace, tuple(grads), device,
-                       h.writing if h.family == "powers" else "", coef, h.x_rank,
+                       h.writing, coef, h.x_rank,
                        tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace), h.divide)]
 
 
 # ----------------------------------------------------------------------------
 # The code shapes, parameterised
 # ----------------------------------------------------------------------------
+def _horner_step(key: PatternKey, acc, x, c):
+    return torch.addcmul(c, acc, x) if key.writing == "addcmul" else acc * x + c
+
+
 def _numerator(key: PatternKey, x, a):
     if key.family == "horner":
         p = a[-1]
         for c in reversed(a[:-1]):
-            p = p * x + c
+            p = _horner_step(key, p, x, c)
         return p
     if key.writing == "sum":
         return sum(a[i] * x**i for i in range(len(a)))
@@ -109,7 +114,7 @@ def _denominator(key: PatternKey, x, b):
     if key.family == "horner":
         s = c[-1]
         for cj in reversed(c[:-1]):
-            s = s * t + cj
+            s = _horner_step(key, s, t, cj)
         s = s * t
     elif key.writing == "sum":
         s = sum(c[j] * t ** (j + 1) for j in range(len(c)))

@@ -45,7 +45,7 @@ class SiteHint:
 
     div: Node
     family: Optional[str] = None  # "kat_reference" | "horner" | "powers" | None
-    writing: str = ""  # powers: "sum" (Python sum() over i) or "explicit" (a0 + a1*x + ...)
+    writing: str = ""  # powers: "sum" (Python sum() over i) or "explicit" (a0 + a1*x + ...); horner: "" or "addcmul"
     form: Optional[str] = None  # "safe" | "signed" | "abs_sum" | None (unknown)
     coef: str = ""  # pointwise: "col_abs" (|b_j| in the pattern) | "pre_abs" (columns of |b|) | "plain"
     m: int = 0
@@ -253,7 +253,7 @@ def _pointwise(h: SiteHint) -> bool:
     d_inner, d_leaves = _cone(h.den_side, x)
     if x not in n_leaves or not (x in d_leaves or any(n.args[0] is x for n in d_inner)):
         return False  # not polynomial-looking in one tensor on both sides
-    muls = [n for n in n_inner + d_inner if n.target in (aten.mul.Tensor, aten.pow.Tensor_Scalar)]
+    muls = [n for n in n_inner + d_inner if n.target in (aten.mul.Tensor, aten.pow.Tensor_Scalar, aten.addcmul.default)]
     if len(muls) < 2:
         return False
     h.x = x
@@ -263,7 +263,11 @@ def _pointwise(h: SiteHint) -> bool:
     h.family = "powers" if any(n.target == aten.pow.Tensor_Scalar for n in all_inner) else "horner"
     if h.family == "powers":
         h.writing = "sum" if any(n.target == aten.pow.Tensor_Scalar and n.args[1] == 0 for n in n_inner) else "explicit"
-    others = sorted({str(n.target) for n in all_inner if n.target in _OTHER_POINTWISE})
+    elif any(n.target == aten.addcmul.default for n in all_inner):
+        h.writing = "addcmul"  # Horner steps p = torch.addcmul(a_i, p, xg)
+    others = sorted({str(n.target) for n in all_inner if n.target in _OTHER_POINTWISE
+                     and not (h.writing == "addcmul" and n.target == aten.addcmul.default
+                              and n.kwargs.get("value", 1) == 1 and len(n.args) == 3)})
     x_numel = _numel(x)
 
     def small(ls):  # coefficient-like: static, smaller than x and than the result
