@@ -205,6 +205,7 @@ SITES = [
     Site("horner_safe_reciprocal", horner_safe_reciprocal, (2, 3, 16), 6, 4, 4, 4, "safe", "horner_safe"),
     Site("powers_signed_one_over", powers_signed_one_over, (3, 16), 6, 4, 1, 4, "signed", "powers_signed"),
     Site("horner_addcmul_signed", horner_addcmul_signed, (2, 3, 16), 6, 4, 4, 4, "signed", "horner_signed"),
+    Site("kat_reference_one_channel_per_group", kat_ref, (2, 3, 8), 6, 4, 1, 8, "signed", "kat_reference_signed"),
 ]
 
 

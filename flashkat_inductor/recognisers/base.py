@@ -118,6 +118,7 @@ class PatternKey:
     q_first: bool = False  # pointwise: the denominator's use of x comes before the numerator's
     dtype: str = "float32"  # joint traces: x's dtype (autograd of abs in float16 / bfloat16 upcasts its sign)
     divide: str = "div"  # pointwise: "div" (p / q) | "reciprocal" (p * q.reciprocal()) | "one_over" (p * (1 / q))
+    unit_groups: bool = False  # kat_reference: one channel per group (C = G; size-1 dims change the joint graph)
 
     @property
     def name(self) -> str:

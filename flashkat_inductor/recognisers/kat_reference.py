@@ -23,7 +23,7 @@ from torch.fx import Node
 
 from . import _pm
 from .base import (PatternKey, coefficient_rows_ok, dynamic_rewrites_enabled, log_rewrite, same_float_and_device,
-                   static_shape, trace_dtype, val)
+                   same_size, static_shape, trace_dtype, val)
 from .scan import SiteHint
 
 FAMILY = "kat_reference"
@@ -33,7 +33,10 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     if h.family != FAMILY or h.reason:
         return []
     grads = h.grads if trace == "joint" else (False, False, False)
-    return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=trace_dtype(h.x, trace))]
+    xv, dv = val(h.x), val(h.den[0]) if h.den else None
+    unit = xv is not None and dv is not None and xv.dim() == 3 and same_size(xv.shape[-1], dv.shape[0])
+    return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=trace_dtype(h.x, trace),
+                       unit_groups=bool(unit))]
 
 
 def kat_reference(x, num, den):
@@ -97,8 +100,9 @@ _G0, _X_SHAPE = 4, (3, 5, 4 * 7)
 def example_inputs(key: PatternKey):
     gx, gn, gd = key.grads if key.trace == "joint" else (False, False, False)
     dev, dt = key.device, getattr(torch, key.dtype)
+    x_shape = (*_X_SHAPE[:-1], _G0) if key.unit_groups else _X_SHAPE  # D = 1 or D = 7
     return [
-        torch.empty(_X_SHAPE, device=dev, dtype=dt, requires_grad=gx),
+        torch.empty(x_shape, device=dev, dtype=dt, requires_grad=gx),
         torch.empty(_G0, key.m, device=dev, dtype=dt, requires_grad=gn),
         torch.empty(_G0, key.n, device=dev, dtype=dt, requires_grad=gd),
     ]
