@@ -598,3 +598,41 @@ def test_low_precision_training_is_rewritten():
             if r is None:
                 continue
             assert rel_err(ours, r) <= 2 * rel_err(eager_low, r) + 1e-3, (sites[i].name, dtypes[i])
+
+
+# ----------------------------------------------------------------------------
+# Mixed dtypes: a bfloat16 activation with float32 coefficients (as under autocast)
+# ----------------------------------------------------------------------------
+def test_mixed_dtype_training_is_rewritten():
+    """x in bfloat16 / float16 with float32 coefficient parameters: the code computes (and returns)
+    float32 by type promotion, so does the rewrite.  Horner code promotes at its first product, so
+    outputs and coefficient gradients equal eager's to float32 accuracy and dx (rounded to x's dtype
+    by both) to one rounding of that dtype.  Explicit powers of x are rounded to x's dtype by the
+    code before the coefficients multiply them; the rewrite computes them in float32, so there the
+    bound is the low-precision one: error against float32 <= 2x eager's + 1e-3."""
+    sites = [SITES[2], SITES[4], SITES[11], SITES[7]]  # Horner safe / abs_sum, addcmul Horner, powers abs_sum
+    k_sites = len(sites)
+    sites = sites + sites
+    xdt = [torch.bfloat16] * k_sites + [torch.float16] * k_sites
+    flat32 = make_inputs(sites, seed=7)
+    flat = [t.detach().to(xdt[k // 3]).requires_grad_(t.requires_grad) if k % 3 == 0 else t
+            for k, t in enumerate(flat32)]
+    res = compile_and_run(model_of(sites), flat)
+    assert res["counters"].get("rewrites", 0) == len(sites), res["counters"]
+    eager = eager_run(model_of(sites), flat)
+    ref = eager_run(model_of(sites), [t.detach().float().requires_grad_(t.requires_grad) for t in flat])
+    for i, site in enumerate(sites):
+        assert res["outs"][i].dtype == eager["outs"][i].dtype == torch.float32
+        exact = site.fn is not powers_sum_abs_sum
+        pairs = [(res["outs"][i], eager["outs"][i], ref["outs"][i], TOL)]
+        if eager["grads"][3 * i] is not None:
+            assert res["grads"][3 * i].dtype == xdt[i]
+            pairs.append((res["grads"][3 * i], eager["grads"][3 * i], ref["grads"][3 * i],
+                          8e-3 if xdt[i] == torch.bfloat16 else 1e-3))
+        pairs += [(res["grads"][3 * i + k], eager["grads"][3 * i + k], ref["grads"][3 * i + k], TOL)
+                  for k in (1, 2) if eager["grads"][3 * i + k] is not None]
+        for ours, theirs, r, tol in pairs:
+            if exact:
+                assert rel_err(ours, theirs) <= tol, (site.name, xdt[i])
+            else:
+                assert rel_err(ours, r) <= 2 * rel_err(theirs, r) + 1e-3, (site.name, xdt[i])

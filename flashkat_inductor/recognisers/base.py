@@ -119,6 +119,7 @@ class PatternKey:
     dtype: str = "float32"  # joint traces: x's dtype (autograd of abs in float16 / bfloat16 upcasts its sign)
     divide: str = "div"  # pointwise: "div" (p / q) | "reciprocal" (p * q.reciprocal()) | "one_over" (p * (1 / q))
     unit_groups: bool = False  # kat_reference: one channel per group (C = G; size-1 dims change the joint graph)
+    coef_dtype: str = ""  # pointwise joint traces: the coefficients' dtype where it differs from x's (autocast)
 
     @property
     def name(self) -> str:
@@ -237,6 +238,31 @@ def same_float_and_device(tensors) -> bool:
     if len({t.dtype for t in tensors}) != 1 or tensors[0].dtype not in FLOAT_DTYPES:
         return False
     return len({t.device for t in tensors}) == 1
+
+
+def float_x_and_coefficients(x, cols) -> bool:
+    """Floating x and coefficient columns on one device, the columns in one dtype (x's or another:
+    a bfloat16 activation with float32 parameters, as under autocast, computes in the promoted dtype)."""
+    if x is None or any(c is None for c in cols):
+        return False
+    if x.dtype not in FLOAT_DTYPES or any(c.dtype not in FLOAT_DTYPES for c in cols):
+        return False
+    if len({c.dtype for c in cols}) > 1:
+        return False
+    return len({t.device for t in (x, *cols)}) == 1
+
+
+def coef_trace_dtype(x_node, coef_nodes, trace: str) -> str:
+    """For joint traces, the coefficients' dtype where it differs from x's ("" otherwise): the
+    backward of a mixed-dtype product casts the gradients, so the joint graph differs."""
+    v = val(x_node)
+    cv = [val(c) for c in coef_nodes]
+    if trace != "joint" or v is None or not cv or any(c is None for c in cv):
+        return ""
+    dts = {c.dtype for c in cv}
+    if len(dts) != 1 or v.dtype in dts:
+        return ""
+    return str(dts.pop()).replace("torch.", "")
 
 
 def coefficient_rows_ok(g_num: int, g_den: int, channels) -> Optional[int]:

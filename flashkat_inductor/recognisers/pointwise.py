@@ -61,8 +61,8 @@ import torch
 from torch.fx import Node
 
 from . import _pm
-from .base import (PatternKey, dynamic_rewrites_enabled, is_contiguous, log_rewrite, same_float_and_device,
-                   same_size, static_shape, trace_dtype, val)
+from .base import (PatternKey, coef_trace_dtype, dynamic_rewrites_enabled, float_x_and_coefficients, is_contiguous,
+                   log_rewrite, same_size, static_shape, trace_dtype, val)
 from .scan import SiteHint, VIEW_OPS
 
 aten = torch.ops.aten
@@ -84,7 +84,8 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     grads = h.grads if trace == "joint" else (False, False, False)
     return [PatternKey(h.family, h.form, h.m, h.n, trace, tuple(grads), device,
                        h.writing, coef, h.x_rank,
-                       tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace), h.divide)]
+                       tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace), h.divide,
+                       coef_dtype=coef_trace_dtype(h.x, h.num + h.den, trace))]
 
 
 # ----------------------------------------------------------------------------
@@ -185,6 +186,10 @@ def rational_on_grouped(x, a_cols, b_cols, form: str):
     assert lay is not None  # extra_check guarantees it
     groups, gd = lay
     num, den = _stack_columns(a_cols), _stack_columns(b_cols)
+    # the code computes in the promoted dtype (a bfloat16 x with float32 coefficients: float32) and
+    # returns it; so does the replacement
+    dt = torch.promote_types(x.dtype, num.dtype)
+    x, num, den = x.to(dt), num.to(dt), den.to(dt)
     op = torch.ops.flashkat.rational_fwd
     if gd is None or gd == x.dim() - 1:  # one group, or per-channel coefficients over the last dim
         return op(x, num, den, form, "torch")
@@ -226,9 +231,10 @@ def example_inputs(key: PatternKey, device: str):
     gx, gn, gd = key.grads if key.trace == "joint" else (False, False, False)
 
     dt = getattr(torch, key.dtype)
+    ct = getattr(torch, key.coef_dtype) if key.coef_dtype else dt
 
     def col(sig, rg):
-        return torch.empty(tuple(_G0 if s == "G" else 1 for s in sig), device=device, dtype=dt, requires_grad=rg)
+        return torch.empty(tuple(_G0 if s == "G" else 1 for s in sig), device=device, dtype=ct, requires_grad=rg)
 
     x = torch.empty(shape, device=device, dtype=dt, requires_grad=gx)
     return [x] + [col(key.num_sig, gn) for _ in range(key.m)] + [col(key.den_sig, gd) for _ in range(key.n)]
@@ -248,7 +254,7 @@ def make_extra_check(key: PatternKey):
         if not all(isinstance(nd, Node) for nd in nodes):
             return False
         vals = [val(nd) for nd in nodes]
-        if not same_float_and_device(vals):
+        if not float_x_and_coefficients(vals[0], vals[1:]):
             return False
         x, cols = vals[0], vals[1:]
         if not all(static_shape(c) for c in cols) or not is_contiguous(x):
