@@ -46,10 +46,20 @@ def reciprocal_of(node) -> "Node | None":
     return None
 
 
+def _times_one(node) -> "Node | None":
+    """a when node is ``a * 1`` (how torch 2.11 decomposes ``addcmul``'s ``value``), else None."""
+    if (isinstance(node, Node) and node.op == "call_function" and node.target == aten.mul.Tensor
+            and len(node.args) == 2 and not node.kwargs and isinstance(node.args[0], Node)
+            and not isinstance(node.args[1], Node) and node.args[1] == 1):
+        return node.args[0]
+    return None
+
+
 def _key(node: Node, out_shape):
     from .base import same_size
 
-    s = _shape(node)
+    inner = _times_one(node)
+    s = _shape(inner if inner is not None else node)
     broadcast = 0
     if s is not None and out_shape is not None:
         same = len(s) == len(out_shape) and all(same_size(a, b) for a, b in zip(s, out_shape))
@@ -62,6 +72,23 @@ def canonicalize_commutative(graph: Graph) -> list:
 
     ``addcmul(c, u, v)`` (c + u * v) has its factors u, v ordered the same way."""
     undo = []
+    # (u * 1) * v: the factor under "* 1" is the one that sorts first (so (x * 1) * p and (p * 1) * x,
+    # the same value, are one pattern); the two nodes' arguments are exchanged in place
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target != aten.mul.Tensor or node.kwargs or len(node.args) != 2:
+            continue
+        for wi in (0, 1):
+            w, other = node.args[wi], node.args[1 - wi]
+            inner = _times_one(w)
+            if inner is None or len(w.users) != 1 or not isinstance(other, Node):
+                continue
+            out = _shape(node)
+            if _key(other, out) < _key(inner, out):
+                undo.append((w, w.args, True))
+                undo.append((node, node.args, True))
+                w.args = (other, 1)
+                node.args = (w, inner) if wi == 0 else (inner, w)
+            break
     for node in graph.nodes:
         if node.op != "call_function" or node.kwargs:
             continue
@@ -76,17 +103,20 @@ def canonicalize_commutative(graph: Graph) -> list:
             continue
         out = _shape(node)
         if _key(v, out) < _key(u, out):
-            undo.append((node, node.args))
+            undo.append((node, node.args, False))
             node.args = (*node.args[:first], v, u)
     return undo
 
 
 def undo_canonicalize(undo: list) -> None:
-    """Restore the original operand order of the nodes still in the graph."""
-    for node, args in undo:
-        if node._erased:
+    """Restore the original operands of the nodes still in the graph (latest change first).
+
+    An operand order is restored where the node still has the same operands; an exchange
+    between two nodes (``exchanged``) wherever both survive."""
+    for node, args, exchanged in reversed(undo):
+        if node._erased or not all(not isinstance(a, Node) or not a._erased for a in args):
             continue
-        if all(not isinstance(a, Node) or not a._erased for a in args) and set(node.args) == set(args):
+        if exchanged or set(node.args) == set(args):
             node.args = args
 
 

@@ -54,6 +54,7 @@ the op's ``|.|`` changes no value, and its gradient ``sign(|b|)`` differs from
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional
 
@@ -82,10 +83,22 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     else:
         return []
     grads = h.grads if trace == "joint" else (False, False, False)
-    return [PatternKey(h.family, h.form, h.m, h.n, trace, tuple(grads), device,
-                       h.writing, coef, h.x_rank,
-                       tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace), h.divide,
-                       coef_dtype=coef_trace_dtype(h.x, h.num + h.den, trace))]
+    key = PatternKey(h.family, h.form, h.m, h.n, trace, tuple(grads), device,
+                     h.writing, coef, h.x_rank,
+                     tuple(h.num_sig), tuple(h.den_sig), h.q_first, trace_dtype(h.x, trace), h.divide,
+                     coef_dtype=coef_trace_dtype(h.x, h.num + h.den, trace))
+    if h.family == "horner" and h.writing == "" and _addcmul_decomposed():
+        # where Inductor decomposes addcmul (torch 2.11), an addcmul Horner reaches the graphs as
+        # (u * 1) * v + c, which the scan cannot tell from a plain Horner with a "* 1"
+        return [key, dataclasses.replace(key, writing="addcmul")]
+    return [key]
+
+
+@functools.lru_cache(maxsize=None)
+def _addcmul_decomposed() -> bool:
+    from torch._inductor.decomposition import select_decomp_table
+
+    return aten.addcmul.default in select_decomp_table()
 
 
 # ----------------------------------------------------------------------------
