@@ -640,3 +640,34 @@ def test_mixed_dtype_training_is_rewritten():
                 assert rel_err(ours, theirs) <= tol, (site.name, xdt[i])
             else:
                 assert rel_err(ours, r) <= 2 * rel_err(theirs, r) + 1e-3, (site.name, xdt[i])
+
+
+def test_kat_reference_under_autocast_is_rewritten():
+    """KAT's pure-PyTorch function under CPU bfloat16 autocast (its bmm cast to bfloat16, from a
+    float32 and from a bfloat16 x): rewritten; the output keeps the code's dtype (bfloat16), and
+    outputs and gradients are at least as accurate as eager autocast: error against float32
+    <= 2x eager's + 1e-3 (the rewrite computes in float32 where the code's bmm runs in bfloat16)."""
+    sites = [SITES[0], SITES[1]]
+    flat32 = make_inputs(sites, seed=11)
+    flat = list(flat32)
+    flat[3] = flat32[3].detach().to(torch.bfloat16).requires_grad_(flat32[3].requires_grad)  # second x: bf16
+    plain = model_of(sites)
+
+    def model(*args):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain(*args)
+
+    res = compile_and_run(model, flat)
+    assert res["counters"].get("kat_reference_signed", 0) == len(sites), res["counters"]
+    low = eager_run(model, flat)
+    ref = eager_run(plain, flat32)
+    for i in range(len(sites)):
+        assert res["outs"][i].dtype == low["outs"][i].dtype == torch.bfloat16
+        pairs = [(res["outs"][i], low["outs"][i], ref["outs"][i])]
+        pairs += [(res["grads"][3 * i + k], low["grads"][3 * i + k], ref["grads"][3 * i + k]) for k in range(3)]
+        for ours, eager_low, r in pairs:
+            if r is None:
+                continue
+            assert ours.dtype == eager_low.dtype
+            assert rel_err(ours, r) <= 2 * rel_err(eager_low, r) + 1e-3, (sites[i].name, rel_err(ours, r),
+                                                                          rel_err(eager_low, r))

@@ -120,6 +120,7 @@ class PatternKey:
     divide: str = "div"  # pointwise: "div" (p / q) | "reciprocal" (p * q.reciprocal()) | "one_over" (p * (1 / q))
     unit_groups: bool = False  # kat_reference: one channel per group (C = G; size-1 dims change the joint graph)
     coef_dtype: str = ""  # pointwise joint traces: the coefficients' dtype where it differs from x's (autocast)
+    autocast: str = ""  # kat_reference: the dtype autocast runs its bmm in ("" without autocast)
 
     @property
     def name(self) -> str:

@@ -22,8 +22,8 @@ import torch
 from torch.fx import Node
 
 from . import _pm
-from .base import (PatternKey, coefficient_rows_ok, dynamic_rewrites_enabled, log_rewrite, same_float_and_device,
-                   same_size, static_shape, trace_dtype, val)
+from .base import (PatternKey, coefficient_rows_ok, dynamic_rewrites_enabled, float_x_and_coefficients, log_rewrite,
+                   same_float_and_device, same_size, static_shape, trace_dtype, val)
 from .scan import SiteHint
 
 FAMILY = "kat_reference"
@@ -35,6 +35,11 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     grads = h.grads if trace == "joint" else (False, False, False)
     xv, dv = val(h.x), val(h.den[0]) if h.den else None
     unit = xv is not None and dv is not None and xv.dim() == 3 and same_size(xv.shape[-1], dv.shape[0])
+    if h.autocast:  # the casts depend on x's and the coefficients' dtypes, in every graph
+        dtype = str(xv.dtype).replace("torch.", "") if xv is not None else "float32"
+        coef = str(dv.dtype).replace("torch.", "") if dv is not None else "float32"
+        return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=dtype,
+                           unit_groups=bool(unit), coef_dtype=coef, autocast=h.autocast)]
     return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=trace_dtype(h.x, trace),
                        unit_groups=bool(unit))]
 
@@ -70,13 +75,33 @@ def replacement(x, num, den):
     return torch.ops.flashkat.rational_fwd(x, num, den, "signed", "torch")
 
 
+def _autocast_functions(dtype: str):
+    """Search and replacement for KAT's function under ``torch.autocast(dtype)``: its bmm runs in
+    ``dtype``, so it returns ``dtype``.  The replacement computes in float32 (more accurately than
+    the code's low-precision bmm: the same bound as the low-precision tests) and returns ``dtype``."""
+    dt = getattr(torch, dtype)
+
+    def search(x, num, den):
+        with torch.autocast(device_type=x.device.type, dtype=dt):
+            return kat_reference(x, num, den)
+
+    @_pm.replacement
+    def replace(x, num, den):
+        return torch.ops.flashkat.rational_fwd(x, num, den, "signed", "torch").to(dt)
+
+    return search, replace
+
+
 def make_extra_check(key: PatternKey):
     def check(match) -> bool:
         nodes = [match.kwargs.get(k) for k in ("x", "num", "den")]
         if not all(isinstance(nd, Node) for nd in nodes):
             return False
         x, num, den = (val(nd) for nd in nodes)
-        if not same_float_and_device([x, num, den]):
+        if key.autocast:
+            if not float_x_and_coefficients(x, [num, den]):
+                return False
+        elif not same_float_and_device([x, num, den]):
             return False
         if x.dim() != 3 or num.dim() != 2 or den.dim() != 2:
             return False
@@ -100,19 +125,20 @@ _G0, _X_SHAPE = 4, (3, 5, 4 * 7)
 def example_inputs(key: PatternKey):
     gx, gn, gd = key.grads if key.trace == "joint" else (False, False, False)
     dev, dt = key.device, getattr(torch, key.dtype)
+    ct = getattr(torch, key.coef_dtype) if key.coef_dtype else dt
     x_shape = (*_X_SHAPE[:-1], _G0) if key.unit_groups else _X_SHAPE  # D = 1 or D = 7
     return [
         torch.empty(x_shape, device=dev, dtype=dt, requires_grad=gx),
-        torch.empty(_G0, key.m, device=dev, dtype=dt, requires_grad=gn),
-        torch.empty(_G0, key.n, device=dev, dtype=dt, requires_grad=gd),
+        torch.empty(_G0, key.m, device=dev, dtype=ct, requires_grad=gn),
+        torch.empty(_G0, key.n, device=dev, dtype=ct, requires_grad=gd),
     ]
 
 
 @functools.lru_cache(maxsize=None)
-def _functions():
-    return kat_reference, replacement
+def _functions(autocast: str = ""):
+    return _autocast_functions(autocast) if autocast else (kat_reference, replacement)
 
 
 def register_key(key: PatternKey, pass_) -> bool:
-    search, replace = _functions()
+    search, replace = _functions(key.autocast)
     return _pm.register(search, replace, example_inputs(key), key.trace, pass_, make_extra_check(key), key.name)

@@ -59,6 +59,7 @@ class SiteHint:
     grads: tuple = (False, False, False)  # requires grad: x, numerator, denominator
     q_first: bool = False  # the denominator uses x before the numerator does (statement order)
     divide: str = "div"  # how P / Q is written: "div", "reciprocal" (p * q.reciprocal()), "one_over" (p * (1 / q))
+    autocast: str = ""  # kat_reference: the bmm's operands are cast to this dtype (autocast), else ""
     reason: str = ""  # why no pattern can apply (empty when one may)
 
     @property
@@ -107,6 +108,16 @@ def _through(node, ops):
 _SQUEEZE = {aten.squeeze.dim}
 _VIEWS = {aten.view.default, aten.reshape.default}
 _UNSQUEEZE = {aten.unsqueeze.default}
+_CASTS = {torch.ops.prims.convert_element_type.default, aten._to_copy.default}
+
+
+def _cast_dtype(node) -> Optional[torch.dtype]:
+    """The dtype node casts to, when it is a dtype cast (as autocast inserts before a bmm)."""
+    if not (isinstance(node, Node) and node.op == "call_function" and node.target in _CASTS):
+        return None
+    if node.target == aten._to_copy.default:
+        return node.kwargs.get("dtype") if set(node.kwargs) <= {"dtype"} else None
+    return node.args[1] if len(node.args) > 1 else None
 
 
 def _kat_reference(h: SiteHint) -> bool:
@@ -115,8 +126,17 @@ def _kat_reference(h: SiteHint) -> bool:
     if not all(isinstance(b, Node) and b.target == aten.bmm.default for b in (bn, bd)):
         return False
     h.family, h.form, h.coef = "kat_reference", "signed", ""
-    num = _through(bn.args[0], _UNSQUEEZE)
-    dc = _through(bd.args[0], _UNSQUEEZE)
+    operands = [a for b in (bn, bd) for a in b.args[:2]]
+    casts = {_cast_dtype(a) for a in operands} - {None}
+    if casts:  # autocast: every bmm operand cast to (or already in) one low-precision dtype
+        dt = casts.pop()
+        if casts or dt not in (torch.bfloat16, torch.float16) or any(
+                _cast_dtype(a) is None and (_val(a) is None or _val(a).dtype != dt) for a in operands):
+            h.reason = "the bmm operands are cast to different dtypes"
+            return True
+        h.autocast = str(dt).replace("torch.", "")
+    num = _through(_through(bn.args[0], _CASTS), _UNSQUEEZE)
+    dc = _through(_through(bd.args[0], _CASTS), _UNSQUEEZE)
     if not (isinstance(dc, Node) and dc.target == aten.abs.default):
         h.reason = "denominator coefficients of the bmm are not under |.|"
         h.form = None
@@ -131,11 +151,11 @@ def _kat_reference(h: SiteHint) -> bool:
         h.reason = "coefficient shapes are not static 2-D (G, k)"
         return True
     h.num, h.den, h.m, h.n = [num], [den], ns[1], ds[1]
-    if bn.args[1] is not bd.args[1]:
+    if _through(bn.args[1], _CASTS) is not _through(bd.args[1], _CASTS):
         h.reason = "numerator and denominator use different power stacks"
         return True
     # powers: view(cat([ones, z, z*z, ...])) -> z -> view(clone(permute(view(x))))
-    pw = _through(bn.args[1], {aten.view.default, aten.reshape.default})
+    pw = _through(_through(bn.args[1], _CASTS), {aten.view.default, aten.reshape.default})
     if isinstance(pw, Node) and pw.target in (aten.cat.default, aten.stack.default) and len(pw.args[0]) >= 2:
         # z = view(clone(permute(view(x))))
         node = pw.args[0][1]
