@@ -87,3 +87,18 @@ def run_result_script(code: str, *, cwd: str = ROOT, pythonpath: str = ROOT, dro
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
     assert out.returncode == 0 and lines, out.stderr[-5000:]
     return json.loads(lines[-1][len("RESULT"):])
+
+
+def train_step(compiled, flat, grads, capture: bool):
+    """compiled(*flat) and its backward with output gradients ``grads``: (outputs, generated code);
+    the code only with ``capture`` (run_and_get_code resets Dynamo: use it on the first call only)."""
+    from torch._inductor.utils import run_and_get_code
+
+    def step():
+        outs = compiled(*flat)
+        torch.autograd.backward(outs, grads)
+        return outs
+
+    if capture:
+        return run_and_get_code(step)
+    return step(), []

@@ -33,7 +33,7 @@ import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 from flashkat_inductor.semantics import reference_backward, reference_forward
 
-from helpers import coefficients, rel_err, run_result_script
+from helpers import coefficients, rel_err, run_result_script, train_step
 from test_recognisers import SITES, eager_run, expected_counts, make_inputs, model_of, weighted_loss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -193,18 +193,8 @@ def _check_ops(cases, compiled, sizes, mark):
     codes = []
     for k, (batch, seq) in enumerate(sizes):
         flat, dys = _op_inputs(cases, batch, seq, mark, seed=k)
-        from torch._inductor.utils import run_and_get_code
-
-        def step():
-            outs = compiled(*flat)
-            torch.autograd.backward(outs, dys)
-            return outs
-
-        if k == 0:  # (run_and_get_code resets Dynamo: only on the first call)
-            outs, code = run_and_get_code(step)
-            codes += code
-        else:
-            outs = step()
+        outs, code = train_step(compiled, flat, dys, capture=k == 0)
+        codes += code
         for i, (form, zs, *_rest) in enumerate(cases):
             x, a, b = (t.detach() for t in flat[3 * i:3 * i + 3])
             ref_y = reference_forward(1.5 * x, a, b, form) + 0.5
@@ -249,12 +239,11 @@ import torch._functorch.config as functorch_config
 inductor_config.fx_graph_cache = False
 functorch_config.enable_autograd_cache = False
 from torch._dynamo.utils import counters
-from torch._inductor.utils import run_and_get_code
 import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 from flashkat_inductor.lowerings import backward as bw
 from flashkat_inductor.semantics import reference_backward, reference_forward
-from helpers import coefficients, rel_err
+from helpers import coefficients, rel_err, train_step
 
 bw._state["configs"] = [(8, 64, 4, 1)]  # rows and channels below are no multiples of 8 and 64
 cases = [("safe", "torch", 1, 8, 72), ("abs_sum", "kat", 4, 4, 20)]
@@ -274,15 +263,8 @@ for k, (batch, seq) in enumerate([(3, 7), (5, 11)]):  # rows 21 and 55
         torch._dynamo.mark_dynamic(xr, 1)
         flat += [xr, ar, br]
         dys.append(torch.rand(batch, seq, C) + 0.5)
-    def step():
-        outs = compiled(*flat)
-        torch.autograd.backward(outs, dys)
-        return outs
-    if k == 0:  # (run_and_get_code resets Dynamo: only on the first call)
-        outs, codes = run_and_get_code(step)
-        result["codes"] += codes
-    else:
-        outs = step()
+    outs, codes = train_step(compiled, flat, dys, capture=k == 0)
+    result["codes"] += codes
     for i, (form, zs, *_ ) in enumerate(cases):
         x, a, b = (t.detach() for t in flat[3 * i:3 * i + 3])
         dx, da, db = reference_backward(dys[i], x, a, b, form, zs)
