@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 import flashkat_inductor as fk  # noqa: E402
 from flashkat_inductor.semantics import reference_backward, reference_forward  # noqa: E402
-from benchlib import safe_pau  # noqa: E402
+from benchlib import PHASE_ELEMENTS, effective_gbps, safe_pau  # noqa: E402
 
 GROUPS = 8
 BASIC_SHAPES = [(128, 197, 768), (128, 197, 3072), (7, 33, 200)]
@@ -182,8 +182,7 @@ def main(argv=None):
                     print(f"  {name} {dname} {shape}: FAILED {type(e).__name__}: {str(e)[:200]}")
                     continue
                 row = dict(stamp, dtype=dname, shape="x".join(map(str, shape)), method=name, copy_gbps=round(cg, 1),
-                           fwd_gbps=2 * nbytes / r["fwd_ms"] / 1e6, bwd_gbps=3 * nbytes / r["bwd_ms"] / 1e6,
-                           fwdbwd_gbps=5 * nbytes / r["fwdbwd_ms"] / 1e6, **r)
+                           **{f"{p}_gbps": effective_gbps(p, nbytes, r[f"{p}_ms"]) for p in PHASE_ELEMENTS}, **r)
                 rows.append(row)
                 print(f"{dname:9s} {row['shape']:>14s} {name:24s} fwd {r['fwd_ms']:8.3f} bwd {r['bwd_ms']:8.3f} "
                       f"f+b {r['fwdbwd_ms']:8.3f} ms  {row['fwdbwd_gbps']:7.0f} GB/s ({100 * row['fwdbwd_gbps'] / cg:3.0f}% "

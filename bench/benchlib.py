@@ -4,13 +4,16 @@ have bench/ on sys.path, so ``from benchlib import ...`` works)."""
 from __future__ import annotations
 
 import platform
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def device_name(device: Optional[torch.device] = None) -> str:
     """The GPU's name for a CUDA device, else the CPU's model name from /proc/cpuinfo."""
+    import torch  # here, not at import: plot_results.py uses this module without torch
+
     if device is not None and torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -21,6 +24,16 @@ def device_name(device: Optional[torch.device] = None) -> str:
     except OSError:
         pass
     return platform.processor() or "cpu"
+
+
+# Tensor-sized reads + writes each phase must do: forward reads x, writes y; backward reads x and dy,
+# writes dx; the coefficients are negligible.
+PHASE_ELEMENTS = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
+
+
+def effective_gbps(phase: str, tensor_bytes: int, ms: float) -> float:
+    """GB/s of a phase from the bytes it must move (``tensor_bytes``: one x) and its time."""
+    return PHASE_ELEMENTS[phase] * tensor_bytes / ms / 1e6
 
 
 def triton_version() -> str:

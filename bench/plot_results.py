@@ -46,11 +46,12 @@ import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from benchlib import effective_gbps  # noqa: E402
 
 PHASES = ("fwd", "bwd", "fwdbwd")
 PHASE_TITLE = {"fwd": "forward", "bwd": "backward", "fwdbwd": "forward + backward"}
-# elements the op must move per tensor element (bench_rational.py's docstring)
-PHASE_ELEMENTS = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
 ELEMENT_SIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 # methods named flashkat_* that are peers, not the project's
 NOT_OURS = {"flashkat_style_triton"}
@@ -92,6 +93,16 @@ def _num(v):
 # ----------------------------------------------------------------------------
 # Rows
 # ----------------------------------------------------------------------------
+def _gbps(row: dict, phase: str, ms: float):
+    """GB/s of a row's phase from its shape and dtype (None when they are unknown)."""
+    if row["dtype"] not in ELEMENT_SIZE:
+        return None
+    try:
+        return effective_gbps(phase, shape_numel(row["shape"]) * ELEMENT_SIZE[row["dtype"]], ms)
+    except ValueError:
+        return None
+
+
 def load_rows(path: str) -> list:
     with open(path) as f:
         rows = json.load(f)
@@ -109,12 +120,8 @@ def load_rows(path: str) -> list:
             ms = _num(r.get(f"{p}_ms"))
             r[f"{p}_ms"] = ms
             gbps = _num(r.get(f"{p}_gbps"))
-            if gbps is None and ms is not None and r["dtype"] in ELEMENT_SIZE:
-                try:
-                    nbytes = shape_numel(r["shape"]) * ELEMENT_SIZE[r["dtype"]]
-                    gbps = PHASE_ELEMENTS[p] * nbytes / ms / 1e6
-                except ValueError:
-                    gbps = None
+            if gbps is None and ms is not None:
+                gbps = _gbps(r, p, ms)
             r[f"{p}_gbps"] = gbps if ms is not None else None
         r["copy_gbps"] = _num(r.get("copy_gbps"))
         out.append(r)
@@ -134,11 +141,9 @@ def merge_duplicates(rows: list) -> list:
             for k in [f"{p}_{u}" for p in PHASES for u in ("ms", "gbps")] + ["copy_gbps"]:
                 vals = [r[k] for r in rs if r.get(k) is not None]
                 m[k] = statistics.median(vals) if vals else None
-            if m["dtype"] in ELEMENT_SIZE:  # GB/s of the median time, as bench_rational.py computes it
-                nbytes = shape_numel(m["shape"]) * ELEMENT_SIZE[m["dtype"]]
-                for p in PHASES:
-                    if m[f"{p}_ms"] is not None:
-                        m[f"{p}_gbps"] = PHASE_ELEMENTS[p] * nbytes / m[f"{p}_ms"] / 1e6
+            for p in PHASES:  # GB/s of the median time, as bench_rational.py computes it
+                if m[f"{p}_ms"] is not None:
+                    m[f"{p}_gbps"] = _gbps(m, p, m[f"{p}_ms"]) or m[f"{p}_gbps"]
             m["runs"] = len(rs)
         out.append(m)
     return out
