@@ -144,13 +144,13 @@ def _site_nodes(h: SiteHint) -> set:
 
 def _diagnose(h: SiteHint, fwd: Optional[set]) -> str:
     """Why no pattern took a site (best effort: the first check that fails)."""
-    from .base import FLOAT_DTYPES, is_contiguous, val
+    from .base import FLOAT_DTYPES, dtype_name, is_contiguous, val
 
     if h.reason:
         return h.reason
     vals = [val(n) for n in (h.x, *h.num, *h.den)]
     if all(v is not None for v in vals):
-        dtypes = sorted({str(v.dtype).replace("torch.", "") for v in vals})
+        dtypes = sorted({dtype_name(v.dtype) for v in vals})
         coef_dtypes = {v.dtype for v in vals[1:]}
         if len(dtypes) > 1 and (h.family == "kat_reference" or len(coef_dtypes) > 1):
             return (f"mixed dtypes ({', '.join(dtypes)}): the coefficients must share one floating dtype"

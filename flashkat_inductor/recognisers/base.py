@@ -185,6 +185,11 @@ def collect_rewrites(sink: list):
         _STATE["log"] = old
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16" for torch.bfloat16: how pattern keys name dtypes (``getattr(torch, name)`` inverts it)."""
+    return str(dtype).replace("torch.", "")
+
+
 def trace_dtype(x_node, trace: str) -> str:
     """The dtype a pattern is traced in: x's for joint traces, float32 otherwise.
 
@@ -195,7 +200,7 @@ def trace_dtype(x_node, trace: str) -> str:
     v = val(x_node)
     if trace != "joint" or v is None or v.dtype not in FLOAT_DTYPES:
         return "float32"
-    return str(v.dtype).replace("torch.", "")
+    return dtype_name(v.dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -263,7 +268,7 @@ def coef_trace_dtype(x_node, coef_nodes, trace: str) -> str:
     dts = {c.dtype for c in cv}
     if len(dts) != 1 or v.dtype in dts:
         return ""
-    return str(dts.pop()).replace("torch.", "")
+    return dtype_name(dts.pop())
 
 
 def coefficient_rows_ok(g_num: int, g_den: int, channels) -> Optional[int]:

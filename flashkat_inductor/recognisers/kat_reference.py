@@ -22,8 +22,8 @@ import torch
 from torch.fx import Node
 
 from . import _pm
-from .base import (PatternKey, coefficient_rows_ok, dynamic_rewrites_enabled, float_x_and_coefficients, log_rewrite,
-                   same_float_and_device, same_size, static_shape, trace_dtype, val)
+from .base import (PatternKey, coefficient_rows_ok, dtype_name, dynamic_rewrites_enabled, float_x_and_coefficients,
+                   log_rewrite, same_float_and_device, same_size, static_shape, trace_dtype, val)
 from .scan import SiteHint
 
 FAMILY = "kat_reference"
@@ -36,8 +36,8 @@ def keys_for(h: SiteHint, trace: str, device: str) -> list:
     xv, dv = val(h.x), val(h.den[0]) if h.den else None
     unit = xv is not None and dv is not None and xv.dim() == 3 and same_size(xv.shape[-1], dv.shape[0])
     if h.autocast:  # the casts depend on x's and the coefficients' dtypes, in every graph
-        dtype = str(xv.dtype).replace("torch.", "") if xv is not None else "float32"
-        coef = str(dv.dtype).replace("torch.", "") if dv is not None else "float32"
+        dtype = dtype_name(xv.dtype) if xv is not None else "float32"
+        coef = dtype_name(dv.dtype) if dv is not None else "float32"
         return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=dtype,
                            unit_groups=bool(unit), coef_dtype=coef, autocast=h.autocast)]
     return [PatternKey(FAMILY, "signed", h.m, h.n, trace, tuple(grads), device, dtype=trace_dtype(h.x, trace),

@@ -134,7 +134,9 @@ def _kat_reference(h: SiteHint) -> bool:
                 _cast_dtype(a) is None and (_val(a) is None or _val(a).dtype != dt) for a in operands):
             h.reason = "the bmm operands are cast to different dtypes"
             return True
-        h.autocast = str(dt).replace("torch.", "")
+        from .base import dtype_name
+
+        h.autocast = dtype_name(dt)
     num = _through(_through(bn.args[0], _CASTS), _UNSQUEEZE)
     dc = _through(_through(bd.args[0], _CASTS), _UNSQUEEZE)
     if not (isinstance(dc, Node) and dc.target == aten.abs.default):
