@@ -25,6 +25,7 @@
 #             the GPU image)                                                     h200_rational_<date>.md, plot.log
 #
 # and steps.tsv (step, exit code, seconds, timeout, log; exit 124 = timed out) and a summary on stdout.
+# At the end every log and picture is packed into logs.tar.gz (the device tool brings back 8 files).
 #
 # Time: everything is planned to end FLASHKAT_BUDGET_S (default 540) seconds after the start, inside
 # the call's 600 s.  Each step's timeout is the smaller of its cap and the time left (less what the

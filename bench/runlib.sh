@@ -88,6 +88,23 @@ finish() {
     echo "== done in $(($(now) - START))s (budget ${BUDGET}s). Steps (rc 124/137: timed out):"
     column -t -s $'\t' "$SUMMARY" 2>/dev/null || cat "$SUMMARY"
     echo
+    bundle
     echo "files in OUT:"
     (cd "$OUT" && find . -type f -printf '  %P\t%s bytes\n' | sort)
+}
+
+# bundle: the device tool brings back at most 8 files from $OUT, so every log and picture goes into
+# one logs.tar.gz; the JSON rows, the tables (.md), env.txt and steps.tsv stay beside it
+bundle() {
+    [ "$DRY" = 1 ] && return
+    local files
+    files=$(cd "$OUT" && find . -type f \( -name '*.log' -o -name '*.png' -o -path './parts/*' \) -printf '%P\n' | sort)
+    [ -z "$files" ] && return
+    # shellcheck disable=SC2086 # the names are ours: letters, digits, '.', '_', '-' and '/'
+    if (cd "$OUT" && tar -czf logs.tar.gz $files); then
+        (cd "$OUT" && rm -f $files && rmdir parts 2>/dev/null)
+        echo "logs and pictures packed into logs.tar.gz"
+    else
+        echo "tar failed: the logs stay as they are (only 8 files come back)"
+    fi
 }
