@@ -13,6 +13,12 @@ Columns (one JSON row per dtype x shape x method):
   copy_gbps  a device-to-device copy of the same tensor (read + write counted): the ceiling
   err_*      relative error (norm of difference / norm) against a float64 reference
   peak_mb    peak memory allocated during forward + backward above the inputs
+  gpu_fwd_ms, gpu_fwdbwd_ms
+             the time the GPU spends in kernels (and memsets / copies) per call, summed from
+             torch.profiler over a few calls: the work itself, without the CPU-side cost of a
+             call (dispatch, guards, autograd) that do_bench's medians include when the GPU
+             waits for the CPU (small shapes, compiled functions)
+  kernels    the largest GPU activities of one forward + backward: [name, microseconds]
 
 Methods (names containing "flashkat" are the project's own):
   eager_safe_pau         hand-written safe PAU (Horner on a (..., G, D) view), PyTorch eager
@@ -33,6 +39,11 @@ import os
 import sys
 
 import torch
+
+# the backward is timed on its own with retain_graph=True, which AOTAutograd refuses for graphs
+# compiled with donated buffers
+if hasattr(torch._functorch.config, "donated_buffer"):
+    torch._functorch.config.donated_buffer = False
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -117,11 +128,16 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
                                 warmup=10 if slow else 50, rep=rep, return_mode="median")
     if row["bwd_ms"] is None:
         row["bwd_ms"] = row["fwdbwd_ms"] - row["fwd_ms"]
+    calls = 1 if slow else 5
+    with torch.no_grad():
+        row["gpu_fwd_ms"], _ = gpu_time(lambda: fn(x, a, b), calls)
+    row["gpu_fwdbwd_ms"], row["kernels"] = gpu_time(
+        lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy), calls)
     ref_y, ref_g = refs[zero_sign]
     row["err_y"] = rel(y.detach(), ref_y)
     for k, g, r in zip(("err_dx", "err_dnum", "err_dden"), grads, ref_g):
         row[k] = rel(g, r)
-    del y, grads
+    y = grads = None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -129,6 +145,28 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
     torch.cuda.synchronize()
     row["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return row
+
+
+def gpu_time(call, calls: int = 5):
+    """(GPU milliseconds per call, [[activity, microseconds per call], ...] largest first) from
+    torch.profiler: the device time of kernels, memsets and copies, gaps between them left out."""
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    per = {}
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0.0)
+        if t > 0:
+            per[e.key] = per.get(e.key, 0.0) + t / calls
+    top = sorted(per.items(), key=lambda kv: -kv[1])
+    return sum(per.values()) / 1e3, [[k[:90], round(v, 2)] for k, v in top[:6]]
 
 
 def copy_gbps(x):
@@ -186,8 +224,9 @@ def main(argv=None):
                 rows.append(row)
                 print(f"{dname:9s} {row['shape']:>14s} {name:24s} fwd {r['fwd_ms']:8.3f} bwd {r['bwd_ms']:8.3f} "
                       f"f+b {r['fwdbwd_ms']:8.3f} ms  {row['fwdbwd_gbps']:7.0f} GB/s ({100 * row['fwdbwd_gbps'] / cg:3.0f}% "
-                      f"of copy)  err y {r['err_y']:.1e} dx {r['err_dx']:.1e} dnum {r['err_dnum']:.1e} "
+                      f"of copy)  GPU fwd {r['gpu_fwd_ms']:.3f} f+b {r['gpu_fwdbwd_ms']:.3f} ms  err y {r['err_y']:.1e} dx {r['err_dx']:.1e} dnum {r['err_dnum']:.1e} "
                       f"dden {r['err_dden']:.1e}  peak {r['peak_mb']:.0f} MB", flush=True)
+                print("      GPU f+b: " + ", ".join(f"{k[:48]} {v:.1f} us" for k, v in r["kernels"]), flush=True)
             del x, dy, refs
             torch.cuda.empty_cache()
     out = args.out or os.path.join(HERE, "results", f"rational_{stamp['date']}.json")

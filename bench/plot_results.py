@@ -214,10 +214,16 @@ def markdown_table(rows: list, ours: str | None, phase: str | None, errors: bool
     ours_lab = ours or "flashkat"
     head = ["shape", "dtype", "method", "copy GB/s", f"ms ({lab})", f"GB/s ({lab})", f"% of copy ({lab})",
             f"{ours_lab} speed-up ({lab})"]
+    gpu = [p for p in ("fwd", "fwdbwd") if p in phases and any(_num(r.get(f"gpu_{p}_ms")) for r in rows)]
+    if gpu:
+        glab = " / ".join({"fwd": "fwd", "fwdbwd": "f+b"}[p] for p in gpu)
+        head += [f"GPU ms ({glab})", f"GPU % of copy ({glab})"]
     if errors:
         head.append("max rel. err")
     lines.append(f"Speed-up: this row's ms / {ours_lab}'s ms (> 1: {ours_lab} is faster).  "
-                 "% of copy: effective GB/s / a device copy of the same tensor (read + write).")
+                 "% of copy: effective GB/s / a device copy of the same tensor (read + write)."
+                 + ("  GPU ms: time the GPU spends in kernels per call (torch.profiler), without the CPU-side "
+                    "cost of a call that the do_bench medians include when the GPU waits for the CPU." if gpu else ""))
     lines.append("")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("| " + " | ".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + " |")
@@ -235,6 +241,14 @@ def markdown_table(rows: list, ours: str | None, phase: str | None, errors: bool
                 else:
                     sp = " / ".join(_f(speedup(idx, dtype, shape, m, ours, p), ".2f", "x") for p in phases)
                 cells = [shape, dtype, name, _f(r.get("copy_gbps"), ".0f"), ms, gb, pc, sp]
+                if gpu:
+                    gms = [_num(r.get(f"gpu_{p}_ms")) for p in gpu]
+                    cells.append(" / ".join(_ms(v) for v in gms))
+                    gp = []
+                    for p, v in zip(gpu, gms):
+                        g = _gbps(r, p, v) if v else None
+                        gp.append(100.0 * g / r["copy_gbps"] if g and r.get("copy_gbps") else None)
+                    cells.append(" / ".join(_f(v, ".0f", "%") for v in gp))
                 if errors:
                     errs = [float(r[k]) for k in ERR_KEYS if r.get(k) is not None]
                     cells.append(_f(max(errs) if errs else None, ".1e"))

@@ -37,6 +37,9 @@
 #
 # Knobs (environment):
 #   FLASHKAT_STEPS            steps to run (default "pip env pytest rational train plot")
+#   FLASHKAT_PYTEST_FILES     the GPU test files (default: the four above)
+#   FLASHKAT_PYTEST_S         the pytest step's cap in seconds (default 150)
+#   FLASHKAT_PYTEST_RESERVE_S seconds kept for the steps after pytest (default 240)
 #   FLASHKAT_BUDGET_S         total seconds planned (default 540)
 #   FLASHKAT_RATIONAL_DTYPES  default "float32 bfloat16 float16"
 #   FLASHKAT_RATIONAL_ARGS    extra arguments of bench_rational.py (e.g. "--methods a,b"); default none
@@ -166,13 +169,13 @@ HAVE_TRAIN=0
 # ---- GPU tests -----------------------------------------------------------------------------
 if want pytest; then
     tests=()
-    for f in tests/test_triton_kernels.py tests/test_ops.py tests/test_lowerings.py tests/test_kat_functions.py; do
+    for f in ${FLASHKAT_PYTEST_FILES:-tests/test_triton_kernels.py tests/test_ops.py tests/test_lowerings.py tests/test_kat_functions.py}; do
         if [ -f "$f" ]; then tests+=("$f"); else echo "   (missing: $f)"; fi
     done
     # keep at least 4 minutes for the benchmarks after it
-    t=$(min 150 $(($(left) - 240)))
+    t=$(min "${FLASHKAT_PYTEST_S:-150}" $(($(left) - ${FLASHKAT_PYTEST_RESERVE_S:-240})))
     TEE=1
-    run_step pytest "$OUT/pytest_gpu.log" "$t" 30 "$PY" -m pytest -q "${tests[@]}" -x
+    run_step pytest "$OUT/pytest_gpu.log" "$t" 30 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=15 "${tests[@]}" -x
     TEE=0
 fi
 
