@@ -38,7 +38,12 @@ one row per backend and wrapper):
   ok                             errors <= --tol-grads / --tol-params on every rank (float32:
                                  the shared numerator row of the identity-initialised
                                  activations sums terms of both signs; Inductor alone
-                                 shows 3-4e-5 on its gradient)
+                                 shows 3-4e-5 on its gradient on the CPU; on two H200s
+                                 over NCCL, Inductor alone shows 4.6e-4 on the gradients
+                                 and 1.6e-4 on the parameters after 3 AdamW steps: cuBLAS
+                                 picks other kernels for the half batch, and AdamW turns
+                                 small gradient differences near zero into lr-sized steps;
+                                 hence the looser CUDA defaults)
 """
 from __future__ import annotations
 
@@ -86,13 +91,19 @@ def main(argv=None):
     ap.add_argument("--timed-steps", type=int, default=20)
     ap.add_argument("--backends", nargs="+", default=["flashkat", "inductor"])
     ap.add_argument("--wrappers", nargs="+", default=["ddp", "fsdp2"])
-    ap.add_argument("--tol-grads", type=float, default=1e-4, help="relative (norm) error bound, gradients")
-    ap.add_argument("--tol-params", type=float, default=1e-5, help="relative (norm) error bound, parameters")
+    ap.add_argument("--tol-grads", type=float, default=None,
+                    help="relative (norm) error bound, gradients (default 1e-4 on cpu, 2e-3 on cuda)")
+    ap.add_argument("--tol-params", type=float, default=None,
+                    help="relative (norm) error bound, parameters (default 1e-5 on cpu, 1e-3 on cuda)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/distributed_<kind>_<date>.json)")
     args = ap.parse_args(argv)
 
     if "RANK" not in os.environ:
         ap.error("run me with torchrun, e.g. torchrun --standalone --nproc_per_node=2 bench/bench_distributed.py")
+    if args.tol_grads is None:
+        args.tol_grads = 2e-3 if args.device == "cuda" else 1e-4
+    if args.tol_params is None:
+        args.tol_params = 1e-3 if args.device == "cuda" else 1e-5
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     if args.device == "cuda":

@@ -39,6 +39,7 @@ import os
 import sys
 
 import torch
+import torch._functorch.config
 
 # the backward is timed on its own with retain_graph=True, which AOTAutograd refuses for graphs
 # compiled with donated buffers
