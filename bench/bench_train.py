@@ -242,6 +242,35 @@ def time_steps(step, images, labels, steps: int, device: torch.device):
     return times, wall, float(loss.detach().float().item())
 
 
+def profile_steps(step, images, labels, steps: int, device: torch.device) -> dict:
+    """GPU-busy milliseconds per step (kernels, memsets, copies; gaps left out), kernel
+    launches per step and the 25 largest GPU activities [name, us per step, calls per step]:
+    a step whose wall time is far above its GPU-busy time waits on the CPU that launches it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step(images, labels)
+        sync(device)
+    wall = (time.perf_counter() - t0) * 1e3 / steps
+    per, calls = {}, 0.0
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0.0)
+        if t > 0:
+            us, n = per.get(e.key, (0.0, 0.0))
+            per[e.key] = (us + t / steps, n + e.count / steps)
+            calls += e.count / steps
+    top = sorted(per.items(), key=lambda kv: -kv[1][0])[:25]
+    return {"profile_steps": steps, "profile_wall_ms": round(wall, 3),
+            "gpu_busy_ms": round(sum(v[0] for v in per.values()) / 1e3, 3),
+            "gpu_launches_per_step": round(calls, 1),
+            "gpu_top": [[k[:100], round(us, 1), round(n, 1)] for k, (us, n) in top]}
+
+
 def skip_reason(method: str, device: torch.device):
     if method == "eager_flashkat" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return ("skipped: FlashKAT_Group launches Triton kernels: needs CUDA (on the CPU, set TRITON_INTERPRET=1 "
@@ -319,6 +348,8 @@ def run_method(method: str, model_name: str, cfg, initial_kat: nn.Module, amp_dt
                step_ms_median=round(statistics.median(times), 3), step_ms_mean=round(statistics.mean(times), 3),
                step_ms_min=round(min(times), 3), step_ms_wall=round(wall, 3), loss=round(loss, 5))
     row["peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+    if args.profile and device.type == "cuda":
+        row.update(profile_steps(step, images, labels, args.profile, device))
     if method == "eager_flashkat" and device.type != "cuda":
         row["note"] = "Triton interpreter (TRITON_INTERPRET=1): a correctness run, its times mean nothing"
     if not math.isfinite(loss):
@@ -450,6 +481,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", action="store_true", help="bar chart PNG beside the JSON (needs matplotlib)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after timing, STEPS more steps under torch.profiler (CUDA): GPU-busy ms per step, "
+                         "kernel launches per step and the largest kernels, in the row and on stdout")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/train_<device tag>_<date>.json)")
     args = ap.parse_args(argv)
 
@@ -513,6 +547,12 @@ def main(argv=None) -> int:
                               f"(first step {row['first_step_s']:.1f} s"
                               + (f", peak {row['peak_mb']:.0f} MB" if row.get("peak_mb") is not None else "")
                               + f"){extra}", flush=True)
+                        if row.get("gpu_top"):
+                            print(f"   profiled: wall {row['profile_wall_ms']:.2f} ms/step, GPU busy "
+                                  f"{row['gpu_busy_ms']:.2f} ms/step, {row['gpu_launches_per_step']:.0f} GPU "
+                                  "activities/step; largest (us/step, calls/step):", flush=True)
+                            for k, us, n in row["gpu_top"]:
+                                print(f"     {us:9.1f} {n:6.1f}  {k}", flush=True)
                     except Exception as e:  # noqa: BLE001 - one failing method must not stop the others
                         row["error"] = f"{type(e).__name__}: {str(e)[:500]}"
                         row["traceback_tail"] = traceback.format_exc()[-1500:]

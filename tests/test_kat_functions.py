@@ -789,6 +789,8 @@ def test_fixture_kernels_compute_the_registered_semantics(which):
         m = km.FlashKAT_Group(64, num_groups=8, den_groups=1, mode="swish")
         num, den = m.numerator_v, m.denominator_v
         x = torch.randn(2, 70, 64)  # rows not a multiple of the 64-row tile
+    if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        m, x = m.cuda(), x.cuda()  # compiled Triton kernels need CUDA tensors
     zero_some(x, den)
     x.requires_grad_(True)
     y = m(x)
