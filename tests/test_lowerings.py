@@ -355,7 +355,8 @@ from helpers import coefficients, rel_err
 from torch._inductor.utils import run_and_get_code
 
 register_lowerings()
-bw._state["configs"] = [(8, 64, 4, 1), (4, 128, 4, 1)]  # two choices: autotuning picks one
+# (1) runs the pipelined `for` over row blocks (PIPE_STAGES = 3), (2) the `while`
+bw._state["configs"] = [(4, 64, 4, 3, 3)]
 torch.manual_seed(0)
 result = {{}}
 
@@ -387,12 +388,13 @@ for i, (form, zs, *_ ) in enumerate(cases):
 result["bwd_errs"] = errs
 result["template_kernels"] = sorted(set(re.findall(r"def (triton_tem_\w+)\(", code)))
 result["eager_bwd"] = "torch.ops.flashkat.rational_bwd.default(" in code
-result["while_loop"] = "while row0 < R" in code
-loop = code[code.index("while row0 < R"):code.index("row0 += NPROG * BLOCK_R")]
+result["pipelined_loop"] = "for it in tl.range(0, n_iter, num_stages=PIPE_STAGES)" in code and "while row0 < R" not in code and bool(re.search(r"PIPE_STAGES\s*(: tl.constexpr)?\s*=\s*3\b", code))
+loop = code[code.index("for it in tl.range(0, n_iter"):code.index("# ---- stage 1 of the reduction")]
 result["coef_loads_in_loop"] = ("tl.load(A" in loop) or ("tl.load(B" in loop)
 result["divisions_in_loop"] = sum(" / " in ln for ln in loop.splitlines() if not ln.strip().startswith("#"))
 
 # (2) training step: x * 2 -> rational -> + 1 forward fused (Triton), bf16 x, dynamic batch
+bw._state["configs"] = [(8, 64, 4, 1)]
 a, b = coefficients(6, 4, 1, 8, kind="gelu")
 def g(x, a, b):
     return fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat") + 1.0
@@ -415,6 +417,7 @@ for batch in (4, 6):
         fwd_code, bwd_code = c2
         result["fwd_kernels"] = sorted(set(re.findall(r"def (triton_\w+)\(", fwd_code)))
         result["bwd_template"] = sorted(set(re.findall(r"def (triton_tem_\w+)\(", bwd_code)))
+        result["while_loop"] = "while row0 < R" in bwd_code
         result["dynamic_rows"] = "R = {{size(" not in bwd_code and bool(re.search(r"R = ks\d|R = \d+\*ks\d|R = 7\*ks", bwd_code))
 result["train_errs"] = train
 
@@ -432,7 +435,7 @@ print("RESULT" + json.dumps(result))
 def test_triton_template_on_cpu_interpreter():
     res = run_result_script(_TEMPLATE_SCRIPT.format(tests=HERE), TRITON_INTERPRET="1")
     assert not res["eager_bwd"]
-    assert res["while_loop"]
+    assert res["pipelined_loop"] and res["while_loop"], res
     assert not res["coef_loads_in_loop"], "coefficients must be loaded once per program, not per element"
     assert res["divisions_in_loop"] == 1, res["divisions_in_loop"]  # one reciprocal per element
     # the dx epilogue (* 3 + 1) is inside the template kernel

@@ -34,11 +34,13 @@ import torch._functorch.config as functorch_config
 inductor_config.fx_graph_cache = False
 functorch_config.enable_autograd_cache = False
 import flashkat_inductor  # noqa: F401
+from flashkat_inductor.lowerings import backward as bw
 from flashkat_inductor.lowerings import register_lowerings
 from helpers import coefficients
 from torch._inductor.utils import run_and_get_code
 
 register_lowerings()
+bw._state["configs"] = [(4, 128, 4, 4, 4)]  # the template's pipelined `for` (the `while` below)
 torch.manual_seed(0)
 cases = [("safe", "kat", 1, 8, 6, 4, torch.float32), ("signed", "torch", 4, 4, 5, 3, torch.bfloat16),
          ("abs_sum", "kat", 1, 1, 8, 8, torch.float16)]
@@ -57,9 +59,16 @@ def f(*flat):
     return outs
 
 _, codes = run_and_get_code(torch.compile(f, backend="inductor", fullgraph=True), *args)
+bw._state["configs"] = [(8, 128, 4, 1, 0)]
+_, codes2 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                           backend="inductor", fullgraph=True), *args[:4])
+assert "tl.range(0, n_iter" in codes[0] and "while row0 < R" in codes2[0]
 with open({path!r}, "w") as fh:
     fh.write("\n".join(codes))
-print("RESULT" + json.dumps({{"kernels": sum(c.count("async_compile.triton(") for c in codes)}}))
+with open({path!r} + ".while.py", "w") as fh:
+    fh.write("\n".join(codes2))
+print("RESULT" + json.dumps({{"kernels": sum(c.count("async_compile.triton(") for c in codes),
+                             "kernels_while": sum(c.count("async_compile.triton(") for c in codes2)}}))
 """
 
 
@@ -82,4 +91,7 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     res = _compile("inductor", path)
     assert len(res) == gen["kernels"], (sorted(res), gen)
     assert any(k.startswith("triton_tem_") for k in res), sorted(res)  # the backward template
+    assert all(v == "ok" for v in res.values()), {k: v for k, v in res.items() if v != "ok"}
+    res = _compile("inductor", path + ".while.py")  # the template's `while` over row blocks
+    assert len(res) == gen["kernels_while"] and any(k.startswith("triton_tem_") for k in res), sorted(res)
     assert all(v == "ok" for v in res.values()), {k: v for k, v in res.items() if v != "ok"}
