@@ -46,6 +46,7 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 from . import capture_shim
 from .kat_functions import rewrite_kat_functions
 from .recognisers import rewrite_graph
+from .recognisers.round_trips import drop_float32_round_trips
 
 BACKEND_NAME = "flashkat"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -89,7 +90,8 @@ def source_hash(files: Optional[tuple] = None, root: str = PACKAGE_DIR) -> str:
 
 def _switches() -> tuple:
     """Environment switches that change what the passes produce (part of the cache key)."""
-    return tuple(os.environ.get(k, "") for k in ("FLASHKAT_DYNAMIC_REWRITES", "FLASHKAT_NO_LOWERINGS"))
+    return tuple(os.environ.get(k, "") for k in ("FLASHKAT_DYNAMIC_REWRITES", "FLASHKAT_NO_LOWERINGS",
+                                                 "FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS"))
 
 
 # ----------------------------------------------------------------------------
@@ -102,6 +104,8 @@ class FlashKatJointPass(CustomGraphPass):
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         rewrite_graph(graph, "joint")
+        if os.environ.get("FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS", "0") != "1":
+            drop_float32_round_trips(graph)
 
     def uuid(self) -> Any:
         return (type(self).__name__, source_hash(), _switches())

@@ -376,6 +376,35 @@ def _worker(names):
                         "casts_kept": "torch.float32" in code and "rational_fwd" in code,
                         "compiled_launches": dict(launches)})
 
+    def s_autocast_linear():
+        """The same Function with a Linear after it, as in KAT's MLP: the float32 output is cast
+        back to bf16, so the round trip is dropped (recognisers/round_trips.py): no float32
+        copy of the activation is saved, and the values do not change."""
+        fresh()
+        torch.manual_seed(3)
+        m = torch.nn.Sequential(WithFunctionAttr(AmpKatFunction, features=64), torch.nn.Linear(64, 16))
+        x = torch.randn(4, 5, 64)
+
+        def run(fn):
+            m.zero_grad()
+            saved = []
+
+            def pack(t):
+                saved.append([str(t.dtype), list(t.shape)])
+                return t
+
+            with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                y = fn(x)
+            y.float().square().sum().backward()
+            return y, [p.grad.clone() for p in m.parameters()], saved
+
+        y_eager, g_eager, _ = run(m)  # KAT's kernels, interpreted
+        launches.clear()
+        y, g, saved = run(torch.compile(m, backend="flashkat"))
+        errs = {"y": rel(y, y_eager)}
+        errs.update({f"grad{i}": rel(a, b) for i, (a, b) in enumerate(zip(g, g_eager))})
+        return summary({"errors": errs, "dtype": str(y.dtype), "saved": saved, "compiled_launches": dict(launches)})
+
     def vit_batches(cfg, n, batch=8, seed=0):
         g = torch.Generator().manual_seed(seed)
         return [(torch.randn(batch, 3, cfg.img_size, cfg.img_size, generator=g),
@@ -586,6 +615,17 @@ def test_autocast_casts_are_kept(worker):
     assert r["casts_kept"]
     assert r["dtype"] == r["eager_dtype"] == "torch.float32"  # custom_fwd computes (and returns) float32
     assert max(r["errors"].values()) <= 1e-3, r["errors"]  # bf16 Linear before it: same bf16 inputs both ways
+
+
+def test_autocast_round_trip_is_dropped(worker):
+    r = scenario(worker, "autocast_linear")
+    assert_rewritten_group(r)
+    c = r["counters"]
+    assert c.get("float32_round_trips_dropped_fwd") == 1 and c.get("float32_round_trips_dropped_bwd") == 1, c
+    assert ["torch.float32", [4, 5, 64]] not in r["saved"], r["saved"]  # the activation is saved in bf16
+    assert ["torch.bfloat16", [4, 5, 64]] in r["saved"], r["saved"]
+    assert r["dtype"] == "torch.bfloat16"
+    assert max(r["errors"].values()) <= 1e-3, r["errors"]
 
 
 def test_kat_vit_training_matches_eager(worker):

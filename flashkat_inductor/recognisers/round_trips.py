@@ -1,0 +1,144 @@
+"""Drop the float32 round trip around the rational under mixed precision.
+
+KAT's Function runs under ``custom_fwd(cast_inputs=torch.float32)``: under bf16 or
+fp16 autocast its input is cast to float32, its float32 output is cast back to the
+autocast dtype by the next linear layer, and autograd does the same to the
+gradients.  Once the Function is rewritten into this project's ops, the joint graph
+reads::
+
+    x32 = convert(x16, float32);  y32 = rational_fwd(x32, a, b, ...);  y16 = convert(y32, dt)
+    dy32 = convert(dy16, float32);  dx32, da, db = rational_bwd(dy32, x32, a, b, ...)
+    dx16 = convert(dx32, dt)
+
+The ops take bf16 / fp16 ``x`` and compute in float32 themselves, converting ``x``
+exactly and rounding the output once.  So, when ``dt`` is ``x16``'s dtype::
+
+    convert(rational_fwd(convert(x16, f32)), dt)        == rational_fwd(x16)
+    convert(rational_bwd(convert(dy16), convert(x16))[0], dt) == rational_bwd(dy16, x16)[0]
+
+bit for bit (the coefficient gradients stay float32 sums of the same terms, equal up
+to their summation order).  Without this, the partitioner saves ``x32`` for the
+backward: a float32 copy of every activation (on KAT-T in bf16, two conversion
+kernels per block and 750 MB of peak memory on the H200; see the README).
+
+A site is narrowed only where every user of the float32 result is a conversion to
+``dt``: a float32 consumer (a residual add in float32, say) would see a different
+value.  The forward and the backward are narrowed independently.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch.fx import Graph, Node
+
+COUNTER = "flashkat"
+NARROWED_FWD = "float32_round_trips_dropped_fwd"
+NARROWED_BWD = "float32_round_trips_dropped_bwd"
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def _dtype(node) -> "torch.dtype | None":
+    val = node.meta.get("val") if isinstance(node, Node) else None
+    return getattr(val, "dtype", None)
+
+
+def _cast_target(node) -> "torch.dtype | None":
+    """The dtype ``node`` converts to, if it is a plain dtype conversion (else None)."""
+    if not isinstance(node, Node) or node.op != "call_function" or not node.args:
+        return None
+    if node.target is torch.ops.prims.convert_element_type.default:
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dtype")
+    if node.target is torch.ops.aten._to_copy.default:
+        extra = {k: v for k, v in node.kwargs.items() if k != "dtype" and v is not None}
+        src, dst = node.args[0].meta.get("val") if isinstance(node.args[0], Node) else None, node.meta.get("val")
+        if extra.keys() - {"device", "layout"} or src is None or dst is None:
+            return None
+        if src.device != dst.device or len(node.args) > 1:
+            return None
+        return node.kwargs.get("dtype")
+    return None
+
+
+def _widened_from(node) -> "Node | None":
+    """x16 when ``node`` is ``convert(x16, float32)`` with x16 bf16 / fp16, else None."""
+    if _cast_target(node) is not torch.float32:
+        return None
+    src = node.args[0]
+    return src if _dtype(src) in _LOW else None
+
+
+def _all_narrowing(node: Node, dt) -> bool:
+    users = list(node.users)
+    return bool(users) and all(_cast_target(u) is dt and u.args[0] is node for u in users)
+
+
+def drop_float32_round_trips(graph: Graph) -> int:
+    """Narrow every eligible rational_fwd / rational_bwd of ``graph`` in place; returns the count."""
+    from torch._dynamo.utils import counters
+
+    from .base import refresh_fake_values
+
+    fwd_op = torch.ops.flashkat.rational_fwd.default
+    bwd_op = torch.ops.flashkat.rational_bwd.default
+    new_nodes: list = []
+    widenings: list = []
+    done = 0
+    for node in list(graph.find_nodes(op="call_function", target=fwd_op)):
+        x16 = _widened_from(node.args[0])
+        if x16 is None or not _all_narrowing(node, _dtype(x16)):
+            continue
+        widenings.append(node.args[0])
+        with graph.inserting_before(node):
+            new = graph.call_function(fwd_op, (x16,) + tuple(node.args[1:]), dict(node.kwargs))
+        new.meta.update(node.meta)
+        new.meta["val"] = next(iter(node.users)).meta.get("val")
+        for u in list(node.users):
+            u.replace_all_uses_with(new)
+            graph.erase_node(u)
+        graph.erase_node(node)
+        new_nodes.append(new)
+        counters[COUNTER][NARROWED_FWD] += 1
+        done += 1
+    for node in list(graph.find_nodes(op="call_function", target=bwd_op)):
+        dy16, x16 = _widened_from(node.args[0]), _widened_from(node.args[1])
+        if dy16 is None or x16 is None or _dtype(dy16) is not _dtype(x16):
+            continue
+        dt = _dtype(x16)
+        if any(u.target is not operator.getitem for u in node.users):
+            continue
+        dx = [u for u in node.users if u.args[1] == 0]
+        if any(d.users and not _all_narrowing(d, dt) for d in dx):
+            continue
+        widenings += [node.args[0], node.args[1]]
+        with graph.inserting_before(node):
+            new = graph.call_function(bwd_op, (dy16, x16) + tuple(node.args[2:]), dict(node.kwargs))
+        new.meta.update(node.meta)
+        old_val = node.meta.get("val")
+        if old_val is not None:
+            dx_val = next(iter(dx[0].users)).meta.get("val") if dx else x16.meta.get("val")
+            new.meta["val"] = (dx_val,) + tuple(old_val[1:])
+        for g in list(node.users):
+            with graph.inserting_before(g):
+                ng = graph.call_function(operator.getitem, (new, g.args[1]))
+            ng.meta.update(g.meta)
+            if g.args[1] == 0:
+                ng.meta["val"] = new.meta.get("val", (None,))[0]
+                for u in list(g.users):
+                    u.replace_all_uses_with(ng)
+                    graph.erase_node(u)
+            else:
+                g.replace_all_uses_with(ng)
+            graph.erase_node(g)
+            new_nodes.append(ng)
+        graph.erase_node(node)
+        new_nodes.append(new)
+        counters[COUNTER][NARROWED_BWD] += 1
+        done += 1
+    if done:
+        for w in dict.fromkeys(widenings):  # the float32 copies nothing reads any more
+            if not w.users:
+                graph.erase_node(w)
+        refresh_fake_values(graph, new_nodes)
+        graph.lint()
+    return done

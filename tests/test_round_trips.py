@@ -1,0 +1,84 @@
+"""The float32 round trip around the rational under mixed precision is dropped
+(flashkat_inductor/recognisers/round_trips.py): the graph KAT's Function gives
+under bf16 / fp16 autocast once it is rewritten (x cast to float32, the output
+cast back by the next layer, the gradients likewise), written out by hand."""
+import os
+from unittest import mock
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import flashkat_inductor as fk
+from flashkat_inductor.recognisers.round_trips import NARROWED_BWD, NARROWED_FWD
+
+from helpers import coefficients, rel_err
+
+
+def _site(x16, a, b, w, keep_f32: bool):
+    y32 = fk.rational(x16.float(), a, b, form="safe", zero_sign="kat")
+    out = y32.to(x16.dtype) @ w
+    return (out, y32.sum()) if keep_f32 else out
+
+
+@pytest.fixture(autouse=True)
+def _no_caches():
+    """A cache hit skips the passes, and with them the counters asserted here."""
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+
+    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+        yield
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_round_trip_dropped_exactly(dtype):
+    torch._dynamo.reset()
+    a, b = coefficients(6, 4, 1, 8)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 33, 64, generator=g).to(dtype)
+    w = (0.1 * torch.randn(64, 16, generator=g)).to(dtype)
+    dy = torch.randn(7, 33, 16, generator=g).to(dtype)
+
+    def run(fn):
+        xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+        saved = []
+
+        def pack(t):
+            saved.append((t.dtype, tuple(t.shape)))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn(xr, ar, br, w, False)
+        out.backward(dy)
+        return out, xr.grad, ar.grad, br.grad, saved
+
+    counters.clear()
+    got = run(torch.compile(_site, backend="flashkat", fullgraph=True))
+    assert counters["flashkat"][NARROWED_FWD] == 1 and counters["flashkat"][NARROWED_BWD] == 1, dict(counters["flashkat"])
+    # nothing of x's size is kept in float32 for the backward
+    assert not [s for s in got[4] if s == (torch.float32, tuple(x.shape))], got[4]
+    # the same graph with the round trip kept: the same numbers (the narrowing is exact)
+    torch._dynamo.reset()
+    counters.clear()
+    with mock.patch.dict(os.environ, {"FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS": "1"}):
+        kept = run(torch.compile(_site, backend="flashkat", fullgraph=True))
+    assert not counters["flashkat"][NARROWED_FWD] and not counters["flashkat"][NARROWED_BWD]
+    assert (torch.float32, tuple(x.shape)) in kept[4], kept[4]
+    for g_, k_ in zip(got[:2], kept[:2]):
+        assert g_.dtype == dtype and torch.equal(g_, k_)
+    for g_, k_ in zip(got[2:4], kept[2:4]):
+        assert g_.dtype == torch.float32 and rel_err(g_, k_) <= 1e-6, rel_err(g_, k_)
+    # and against eager (other float32 code: contractions and orders differ)
+    ref = run(_site)
+    for g_, r_ in zip(got[:4], ref[:4]):
+        assert rel_err(g_, r_) <= (2e-2 if dtype == torch.bfloat16 else 2e-3), rel_err(g_, r_)
+
+    # near miss: the float32 output is also used in float32: both left as they are
+    counters.clear()
+    torch._dynamo.reset()
+    xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+    out, s = torch.compile(_site, backend="flashkat", fullgraph=True)(xr, ar, br, w, True)
+    (out.float().sum() + s).backward()
+    assert counters["flashkat"][NARROWED_FWD] == 0 and counters["flashkat"][NARROWED_BWD] == 0, dict(counters["flashkat"])
+    assert torch.isfinite(xr.grad.float()).all()
