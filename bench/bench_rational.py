@@ -198,6 +198,13 @@ def main(argv=None):
     stamp = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
              "date": datetime.date.today().isoformat()}
     rows = []
+    out = args.out or os.path.join(HERE, "results", f"rational_{stamp['date']}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    def save():  # after every row: a run cut off by a timeout keeps what it measured
+        with open(out, "w") as f:
+            json.dump(rows, f, indent=1)
+
     for dname in dtypes:
         dt = DTYPES[dname]
         for shape in shapes:
@@ -227,6 +234,7 @@ def main(argv=None):
                 row = dict(stamp, dtype=dname, shape="x".join(map(str, shape)), method=name, copy_gbps=round(cg, 1),
                            **{f"{p}_gbps": effective_gbps(p, nbytes, r[f"{p}_ms"]) for p in PHASE_ELEMENTS}, **r)
                 rows.append(row)
+                save()
                 print(f"{dname:9s} {row['shape']:>14s} {name:24s} fwd {r['fwd_ms']:8.3f} bwd {r['bwd_ms']:8.3f} "
                       f"f+b {r['fwdbwd_ms']:8.3f} ms  {row['fwdbwd_gbps']:7.0f} GB/s ({100 * row['fwdbwd_gbps'] / cg:3.0f}% "
                       f"of copy)  GPU fwd {r['gpu_fwd_ms']:.3f} f+b {r['gpu_fwdbwd_ms']:.3f} ms  err y {r['err_y']:.1e} dx {r['err_dx']:.1e} dnum {r['err_dnum']:.1e} "
@@ -234,10 +242,7 @@ def main(argv=None):
                 print("      GPU f+b: " + ", ".join(f"{k[:48]} {v:.1f} us" for k, v in r["kernels"]), flush=True)
             del x, dy, refs
             torch.cuda.empty_cache()
-    out = args.out or os.path.join(HERE, "results", f"rational_{stamp['date']}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(rows, f, indent=1)
+    save()
     print("wrote", out)
 
 

@@ -17,8 +17,8 @@
 #   env       nvidia-smi, python, torch, CUDA, Triton versions, git commit    -> env.txt
 #   pytest    the GPU tests (triton kernels, ops, lowerings, kat_functions)   -> pytest_gpu.log (also on stdout)
 #   rational  bench/bench_rational.py --suite, one process per dtype          -> rational_<dtype>.log,
-#             (its rows are written only at the end of a run: a dtype cut       h200_rational_<date>.json
-#             off by its timeout loses only its own rows; the log keeps what it printed)
+#             (it rewrites its JSON after every row: a dtype cut off by its     h200_rational_<date>.json
+#             timeout keeps the rows it measured)
 #   train     bench/bench_train.py, one process per model:dtype case          -> train_<model>_<dtype>.log,
 #             (skipped when bench/bench_train.py does not exist)                h200_train_<date>.json
 #   plot      bench/plot_results.py on the rational rows (matplotlib is in     -> h200_rational_<date>_<dtype>.png,
