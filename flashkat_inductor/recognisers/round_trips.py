@@ -73,6 +73,13 @@ def _all_narrowing(node: Node, dt) -> bool:
     return bool(users) and all(_cast_target(u) is dt and u.args[0] is node for u in users)
 
 
+def _take_over_casts(graph: Graph, old: Node, new: Node) -> None:
+    """Every ``convert(old, dt)`` now reads ``new`` (already of dtype dt): drop the casts."""
+    for u in list(old.users):
+        u.replace_all_uses_with(new)
+        graph.erase_node(u)
+
+
 def drop_float32_round_trips(graph: Graph) -> int:
     """Narrow every eligible rational_fwd / rational_bwd of ``graph`` in place; returns the count."""
     from torch._dynamo.utils import counters
@@ -93,9 +100,7 @@ def drop_float32_round_trips(graph: Graph) -> int:
             new = graph.call_function(fwd_op, (x16,) + tuple(node.args[1:]), dict(node.kwargs))
         new.meta.update(node.meta)
         new.meta["val"] = next(iter(node.users)).meta.get("val")
-        for u in list(node.users):
-            u.replace_all_uses_with(new)
-            graph.erase_node(u)
+        _take_over_casts(graph, node, new)
         graph.erase_node(node)
         new_nodes.append(new)
         counters[COUNTER][NARROWED_FWD] += 1
@@ -116,7 +121,7 @@ def drop_float32_round_trips(graph: Graph) -> int:
         new.meta.update(node.meta)
         old_val = node.meta.get("val")
         if old_val is not None:
-            dx_val = next(iter(dx[0].users)).meta.get("val") if dx else x16.meta.get("val")
+            dx_val = next(iter(dx[0].users)).meta.get("val") if dx and dx[0].users else x16.meta.get("val")
             new.meta["val"] = (dx_val,) + tuple(old_val[1:])
         for g in list(node.users):
             with graph.inserting_before(g):
@@ -124,9 +129,7 @@ def drop_float32_round_trips(graph: Graph) -> int:
             ng.meta.update(g.meta)
             if g.args[1] == 0:
                 ng.meta["val"] = new.meta.get("val", (None,))[0]
-                for u in list(g.users):
-                    u.replace_all_uses_with(ng)
-                    graph.erase_node(u)
+                _take_over_casts(graph, g, ng)
             else:
                 g.replace_all_uses_with(ng)
             graph.erase_node(g)
