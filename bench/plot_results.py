@@ -5,6 +5,7 @@
     python bench/plot_results.py ROWS.json --ours flashkat_compiled_pau --phase fwdbwd
     python bench/plot_results.py ROWS.json --outdir /tmp/plots --no-plots --table-out table.md
     python bench/plot_results.py --merge h200_rational_2026-11-29 A.json B.json   # two runs as one set
+    python bench/plot_results.py ROWS.json --gpu-time        # GPU kernel time (gpu_*_ms) instead of do_bench
 
 For each JSON file and each dtype in it, one PNG beside the file (or in --outdir),
 named ``<stem>_<dtype>.png``, with one row per phase (forward, backward,
@@ -124,6 +125,24 @@ def load_rows(path: str) -> list:
                 gbps = _gbps(r, p, ms)
             r[f"{p}_gbps"] = gbps if ms is not None else None
         r["copy_gbps"] = _num(r.get("copy_gbps"))
+        out.append(r)
+    return out
+
+
+def gpu_time_rows(rows: list) -> list:
+    """The rows that carry GPU kernel time (bench_rational's gpu_*_ms, torch.profiler), with it as
+    their times: forward, forward + backward, and backward as their difference (GPU times add up;
+    the CPU-side cost of a call, which the do_bench medians include when the GPU waits, is gone)."""
+    out = []
+    for r in rows:
+        f, fb = _num(r.get("gpu_fwd_ms")), _num(r.get("gpu_fwdbwd_ms"))
+        if f is None or fb is None:
+            continue
+        r = {k: v for k, v in r.items() if not k.startswith("gpu_")}
+        times = {"fwd": f, "bwd": fb - f if fb > f else None, "fwdbwd": fb}
+        for p in PHASES:
+            r[f"{p}_ms"] = times[p]
+            r[f"{p}_gbps"] = _gbps(r, p, times[p]) if times[p] is not None else None
         out.append(r)
     return out
 
@@ -375,6 +394,9 @@ def main(argv=None) -> int:
                     "first file)")
     ap.add_argument("--table-out", default=None, help="also write the markdown table(s) to this file")
     ap.add_argument("--log-gbps", action="store_true", help="log scale for GB/s (small shapes stay visible)")
+    ap.add_argument("--gpu-time", action="store_true",
+                    help="use the rows' GPU kernel time (gpu_*_ms) instead of the do_bench medians; backward = "
+                    "f+b - forward; names get a _gpu suffix")
     args = ap.parse_args(argv)
 
     paths = args.json or sorted(glob.glob(os.path.join(HERE, "results", "*rational*.json")))
@@ -408,6 +430,8 @@ def main(argv=None) -> int:
     tables = []
     for name, rows, folder in datasets:
         rows = merge_duplicates(rows)
+        if args.gpu_time:
+            name, rows = f"{name}_gpu", gpu_time_rows(rows)
         if args.dtypes:
             keep = args.dtypes.split(",")
             rows = [r for r in rows if r["dtype"] in keep]

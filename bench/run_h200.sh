@@ -239,6 +239,8 @@ if want plot; then
         t=$(min 120 "$t")
         run_step plot "$OUT/plot.log" "$t" 10 \
             "$PY" bench/plot_results.py "$RATIONAL_JSON" --errors --table-out "$OUT/h200_rational_${DATE}${SUFFIX}.md"
+        run_step plot_gpu "$OUT/plot_gpu.log" "$t" 10 \
+            "$PY" bench/plot_results.py "$RATIONAL_JSON" --errors --gpu-time --table-out "$OUT/h200_rational_${DATE}${SUFFIX}_gpu.md"
     else
         echo "== plot: SKIPPED, no rational rows"
     fi
