@@ -82,3 +82,29 @@ def test_round_trip_dropped_exactly(dtype):
     (out.float().sum() + s).backward()
     assert counters["flashkat"][NARROWED_FWD] == 0 and counters["flashkat"][NARROWED_BWD] == 0, dict(counters["flashkat"])
     assert torch.isfinite(xr.grad.float()).all()
+
+
+def test_dropout_zero_between_keeps_the_backward_narrowing():
+    """KAT's MLP has Dropout(p=0) between the activation and fc2: in training it is a
+    clone, so the forward keeps its cast (Inductor fuses it into the same kernel), but the
+    backward is narrowed and the activation is still saved in bf16."""
+    torch._dynamo.reset()
+    counters.clear()
+    a, b = coefficients(6, 4, 1, 8)
+    x = torch.randn(5, 9, 64).to(torch.bfloat16).requires_grad_()
+    w = (0.1 * torch.randn(64, 16)).to(torch.bfloat16)
+
+    def f(x16, a, b, w):
+        y32 = fk.rational(x16.float(), a, b, form="safe", zero_sign="kat")
+        return torch.nn.functional.dropout(y32, 0.0, True).to(x16.dtype) @ w
+
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.append((t.dtype, tuple(t.shape))), t)[1],
+                                                  lambda t: t):
+        out = torch.compile(f, backend="flashkat", fullgraph=True)(x, a, b, w)
+    out.float().sum().backward()
+    assert counters["flashkat"][NARROWED_BWD] == 1, dict(counters["flashkat"])
+    assert (torch.float32, tuple(x.shape)) not in saved, saved
+    xr = x.detach().clone().requires_grad_()
+    f(xr, a, b, w).float().sum().backward()
+    assert rel_err(x.grad, xr.grad) <= 2e-2
