@@ -206,6 +206,19 @@ def trace_dtype(x_node, trace: str) -> str:
 # ----------------------------------------------------------------------------
 # Helpers for extra_check
 # ----------------------------------------------------------------------------
+CAST_OPS = frozenset({torch.ops.prims.convert_element_type.default, torch.ops.aten._to_copy.default})
+
+
+def cast_dtype(node) -> Optional[torch.dtype]:
+    """The dtype ``node`` converts to when it is a plain dtype cast (``convert_element_type``, or
+    ``_to_copy`` given a dtype alone), else None."""
+    if not (isinstance(node, Node) and node.op == "call_function" and node.target in CAST_OPS):
+        return None
+    if node.target == torch.ops.aten._to_copy.default:
+        return node.kwargs.get("dtype") if set(node.kwargs) <= {"dtype"} else None
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("dtype")
+
+
 def val(node) -> Optional[torch.Tensor]:
     v = node.meta.get("val") if isinstance(node, Node) else None
     return v if isinstance(v, torch.Tensor) else None

@@ -32,6 +32,8 @@ import operator
 import torch
 from torch.fx import Graph, Node
 
+from .base import cast_dtype, refresh_fake_values, val
+
 COUNTER = "flashkat"
 NARROWED_FWD = "float32_round_trips_dropped_fwd"
 NARROWED_BWD = "float32_round_trips_dropped_bwd"
@@ -39,30 +41,13 @@ _LOW = (torch.bfloat16, torch.float16)
 
 
 def _dtype(node) -> "torch.dtype | None":
-    val = node.meta.get("val") if isinstance(node, Node) else None
-    return getattr(val, "dtype", None)
-
-
-def _cast_target(node) -> "torch.dtype | None":
-    """The dtype ``node`` converts to, if it is a plain dtype conversion (else None)."""
-    if not isinstance(node, Node) or node.op != "call_function" or not node.args:
-        return None
-    if node.target is torch.ops.prims.convert_element_type.default:
-        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dtype")
-    if node.target is torch.ops.aten._to_copy.default:
-        extra = {k: v for k, v in node.kwargs.items() if k != "dtype" and v is not None}
-        src, dst = node.args[0].meta.get("val") if isinstance(node.args[0], Node) else None, node.meta.get("val")
-        if extra.keys() - {"device", "layout"} or src is None or dst is None:
-            return None
-        if src.device != dst.device or len(node.args) > 1:
-            return None
-        return node.kwargs.get("dtype")
-    return None
+    v = val(node)
+    return None if v is None else v.dtype
 
 
 def _widened_from(node) -> "Node | None":
     """x16 when ``node`` is ``convert(x16, float32)`` with x16 bf16 / fp16, else None."""
-    if _cast_target(node) is not torch.float32:
+    if cast_dtype(node) is not torch.float32:
         return None
     src = node.args[0]
     return src if _dtype(src) in _LOW else None
@@ -70,7 +55,7 @@ def _widened_from(node) -> "Node | None":
 
 def _all_narrowing(node: Node, dt) -> bool:
     users = list(node.users)
-    return bool(users) and all(_cast_target(u) is dt and u.args[0] is node for u in users)
+    return bool(users) and all(cast_dtype(u) is dt and u.args[0] is node for u in users)
 
 
 def _take_over_casts(graph: Graph, old: Node, new: Node) -> None:
@@ -83,8 +68,6 @@ def _take_over_casts(graph: Graph, old: Node, new: Node) -> None:
 def drop_float32_round_trips(graph: Graph) -> int:
     """Narrow every eligible rational_fwd / rational_bwd of ``graph`` in place; returns the count."""
     from torch._dynamo.utils import counters
-
-    from .base import refresh_fake_values
 
     fwd_op = torch.ops.flashkat.rational_fwd.default
     bwd_op = torch.ops.flashkat.rational_bwd.default

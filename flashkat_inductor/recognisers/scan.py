@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 from torch.fx import Graph, Node
 
+from .base import CAST_OPS, cast_dtype, dtype_name, dynamic_rewrites_enabled, same_size, val
 from .canon import reciprocal_of
 
 aten = torch.ops.aten
@@ -82,13 +83,8 @@ class SiteHint:
         return f"{self.family}_{self.form}" if self.family and self.form else "unrecognised"
 
 
-def _val(node) -> Optional[torch.Tensor]:
-    v = node.meta.get("val") if isinstance(node, Node) else None
-    return v if isinstance(v, torch.Tensor) else None
-
-
 def _shape(node):
-    v = _val(node)
+    v = val(node)
     return tuple(v.shape) if v is not None else None
 
 
@@ -108,16 +104,7 @@ def _through(node, ops):
 _SQUEEZE = {aten.squeeze.dim}
 _VIEWS = {aten.view.default, aten.reshape.default}
 _UNSQUEEZE = {aten.unsqueeze.default}
-_CASTS = {torch.ops.prims.convert_element_type.default, aten._to_copy.default}
-
-
-def _cast_dtype(node) -> Optional[torch.dtype]:
-    """The dtype node casts to, when it is a dtype cast (as autocast inserts before a bmm)."""
-    if not (isinstance(node, Node) and node.op == "call_function" and node.target in _CASTS):
-        return None
-    if node.target == aten._to_copy.default:
-        return node.kwargs.get("dtype") if set(node.kwargs) <= {"dtype"} else None
-    return node.args[1] if len(node.args) > 1 else None
+_CASTS = CAST_OPS  # dtype casts, as autocast inserts before a bmm
 
 
 def _kat_reference(h: SiteHint) -> bool:
@@ -127,15 +114,13 @@ def _kat_reference(h: SiteHint) -> bool:
         return False
     h.family, h.form, h.coef = "kat_reference", "signed", ""
     operands = [a for b in (bn, bd) for a in b.args[:2]]
-    casts = {_cast_dtype(a) for a in operands} - {None}
+    casts = {cast_dtype(a) for a in operands} - {None}
     if casts:  # autocast: every bmm operand cast to (or already in) one low-precision dtype
         dt = casts.pop()
         if casts or dt not in (torch.bfloat16, torch.float16) or any(
-                _cast_dtype(a) is None and (_val(a) is None or _val(a).dtype != dt) for a in operands):
+                cast_dtype(a) is None and (val(a) is None or val(a).dtype != dt) for a in operands):
             h.reason = "the bmm operands are cast to different dtypes"
             return True
-        from .base import dtype_name
-
         h.autocast = dtype_name(dt)
     num = _through(_through(bn.args[0], _CASTS), _UNSQUEEZE)
     dc = _through(_through(bd.args[0], _CASTS), _UNSQUEEZE)
@@ -210,8 +195,6 @@ def _numel(node):
 
 
 def _same_shape(a, b) -> bool:
-    from .base import same_size
-
     return a is not None and b is not None and len(a) == len(b) and all(same_size(u, v) for u, v in zip(a, b))
 
 
@@ -355,8 +338,6 @@ def _pointwise(h: SiteHint) -> bool:
 
 def _dynamic_reason(channel_dims) -> str:
     """Why a site whose x has symbolic dims is left alone ("" when it is not)."""
-    from .base import dynamic_rewrites_enabled
-
     if channel_dims is None or not _static(channel_dims):
         return "the channel (or group) dimensions of x are symbolic"
     if not dynamic_rewrites_enabled():
