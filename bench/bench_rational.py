@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 import flashkat_inductor as fk  # noqa: E402
 from flashkat_inductor.semantics import reference_backward, reference_forward  # noqa: E402
-from benchlib import PHASE_ELEMENTS, effective_gbps, safe_pau  # noqa: E402
+from benchlib import PHASE_ELEMENTS, effective_gbps, gpu_activities, safe_pau  # noqa: E402
 
 GROUPS = 8
 BASIC_SHAPES = [(128, 197, 768), (128, 197, 3072), (7, 33, 200)]
@@ -151,23 +151,11 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
 def gpu_time(call, calls: int = 5):
     """(GPU milliseconds per call, [[activity, microseconds per call], ...] largest first) from
     torch.profiler: the device time of kernels, memsets and copies, gaps between them left out."""
-    from torch.profiler import ProfilerActivity, profile
-
     call()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            call()
-        torch.cuda.synchronize()
-    per = {}
-    for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None)
-        if t is None:
-            t = getattr(e, "self_cuda_time_total", 0.0)
-        if t > 0:
-            per[e.key] = per.get(e.key, 0.0) + t / calls
-    top = sorted(per.items(), key=lambda kv: -kv[1])
-    return sum(per.values()) / 1e3, [[k[:90], round(v, 2)] for k, v in top[:6]]
+    per = gpu_activities(call, calls)
+    top = sorted(per.items(), key=lambda kv: -kv[1][0])
+    return sum(us for us, _ in per.values()) / 1e3, [[k[:90], round(us, 2)] for k, (us, _) in top[:6]]
 
 
 def copy_gbps(x):

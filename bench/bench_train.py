@@ -113,7 +113,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import kat_modules as km  # noqa: E402
-from benchlib import device_name, triton_version  # noqa: E402
+from benchlib import device_name, gpu_activities, triton_version  # noqa: E402
 
 MODELS = {
     "kat_t": (km.KAT_TINY, "vit_tiny_patch16_224"),
@@ -247,28 +247,14 @@ def profile_steps(step, images, labels, steps: int, device: torch.device) -> dic
     """GPU-busy milliseconds per step (kernels, memsets, copies; gaps left out), kernel
     launches per step and the 25 largest GPU activities [name, us per step, calls per step]:
     a step whose wall time is far above its GPU-busy time waits on the CPU that launches it."""
-    from torch.profiler import ProfilerActivity, profile
-
     sync(device)
     t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step(images, labels)
-        sync(device)
+    per = gpu_activities(lambda: step(images, labels), steps)
     wall = (time.perf_counter() - t0) * 1e3 / steps
-    per, calls = {}, 0.0
-    for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None)
-        if t is None:
-            t = getattr(e, "self_cuda_time_total", 0.0)
-        if t > 0:
-            us, n = per.get(e.key, (0.0, 0.0))
-            per[e.key] = (us + t / steps, n + e.count / steps)
-            calls += e.count / steps
     top = sorted(per.items(), key=lambda kv: -kv[1][0])[:25]
     return {"profile_steps": steps, "profile_wall_ms": round(wall, 3),
-            "gpu_busy_ms": round(sum(v[0] for v in per.values()) / 1e3, 3),
-            "gpu_launches_per_step": round(calls, 1),
+            "gpu_busy_ms": round(sum(us for us, _ in per.values()) / 1e3, 3),
+            "gpu_launches_per_step": round(sum(n for _, n in per.values()), 1),
             "gpu_top": [[k[:100], round(us, 1), round(n, 1)] for k, (us, n) in top]}
 
 

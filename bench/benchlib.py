@@ -1,6 +1,6 @@
-"""What the bench scripts share: the machine's name for the rows' stamps and the
-hand-written safe PAU they compare against (scripts run as ``python bench/x.py``
-have bench/ on sys.path, so ``from benchlib import ...`` works)."""
+"""What the bench scripts share: the machine's name for the rows' stamps, GPU time from the
+profiler and the hand-written safe PAU they compare against (scripts run as
+``python bench/x.py`` have bench/ on sys.path, so ``from benchlib import ...`` works)."""
 from __future__ import annotations
 
 import platform
@@ -34,6 +34,28 @@ PHASE_ELEMENTS = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
 def effective_gbps(phase: str, tensor_bytes: int, ms: float) -> float:
     """GB/s of a phase from the bytes it must move (``tensor_bytes``: one x) and its time."""
     return PHASE_ELEMENTS[phase] * tensor_bytes / ms / 1e6
+
+
+def gpu_activities(run, calls: int) -> dict:
+    """``{name: (device microseconds per call, launches per call)}`` of the GPU activities (kernels,
+    memsets, copies) of ``calls`` calls of ``run()`` under torch.profiler; the gaps between them,
+    where the GPU waits for the CPU, are left out."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            run()
+        torch.cuda.synchronize()
+    per = {}
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0.0)
+        if t > 0:
+            us, n = per.get(e.key, (0.0, 0.0))
+            per[e.key] = (us + t / calls, n + e.count / calls)
+    return per
 
 
 def triton_version() -> str:
