@@ -63,7 +63,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # ----------------------------------------------------------------------------
 # The functions compared
 # ----------------------------------------------------------------------------
-def methods(suite: bool):
+def methods(suite: bool, mode=None):
     import kat_modules as km
 
     def kat_fn(x, a, b):
@@ -79,19 +79,19 @@ def methods(suite: bool):
 
     m = {
         "eager_safe_pau": (safe_pau, "torch"),
-        "inductor_safe_pau": (torch.compile(safe_pau, backend="inductor", dynamic=False), "torch"),
+        "inductor_safe_pau": (torch.compile(safe_pau, backend="inductor", dynamic=False, mode=mode), "torch"),
         "kat_atomic_triton": (kat_fn, "kat"),
         "flashkat_style_triton": (flashkat_style_fn, "kat"),
         "flashkat_ops_eager": (ops_fn, "kat"),
-        "flashkat_compiled_pau": (torch.compile(safe_pau, backend="flashkat", dynamic=False), "torch"),
-        "flashkat_compiled_op": (torch.compile(ops_fn, backend="flashkat", dynamic=False), "kat"),
+        "flashkat_compiled_pau": (torch.compile(safe_pau, backend="flashkat", dynamic=False, mode=mode), "torch"),
+        "flashkat_compiled_op": (torch.compile(ops_fn, backend="flashkat", dynamic=False, mode=mode), "kat"),
     }
     if suite:
 
         def kat_ref(x, a, b):
             return km.kat_rational_torch(x, a.expand(GROUPS, -1), b, GROUPS)
 
-        m["inductor_kat_reference"] = (torch.compile(kat_ref, backend="inductor", dynamic=False), "signed")
+        m["inductor_kat_reference"] = (torch.compile(kat_ref, backend="inductor", dynamic=False, mode=mode), "signed")
     return m
 
 
@@ -105,6 +105,23 @@ def rel(out, ref):
     return ((out - ref).norm() / ref.norm()).item()
 
 
+# set by --compile-mode reduce-overhead: compiled methods replay CUDA graphs, whose outputs the
+# next replay overwrites; every timed call then starts a new step and kept outputs are cloned
+CUDAGRAPHS = {"on": False}
+
+
+def stepped(call):
+    """``call`` as one CUDA-graph step (cudagraph_mark_step_begin first) when CUDA graphs are on."""
+    if not CUDAGRAPHS["on"]:
+        return call
+
+    def run():
+        torch.compiler.cudagraph_mark_step_begin()
+        return call()
+
+    return run
+
+
 def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
     from triton.testing import do_bench
 
@@ -114,26 +131,33 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
     br = b.detach().requires_grad_()
     row = {}
     with torch.no_grad():
-        row["fwd_ms"] = do_bench(lambda: fn(x, a, b), warmup=10 if slow else 50, rep=rep, return_mode="median")
-    y = fn(xr, ar, br)
+        row["fwd_ms"] = do_bench(stepped(lambda: fn(x, a, b)), warmup=10 if slow else 50, rep=rep,
+                                 return_mode="median")
+    y = stepped(lambda: fn(xr, ar, br))()
+    if CUDAGRAPHS["on"]:
+        y = y.clone()
     # peers under autocast return float32 (custom_fwd(cast_inputs=float32)); autograd then
     # hands them a float32 gradient, as in real mixed-precision training
     dy = dy.to(y.dtype)
     grads = torch.autograd.grad(y, (xr, ar, br), dy, retain_graph=True)
-    try:
-        row["bwd_ms"] = do_bench(lambda: torch.autograd.grad(y, (xr, ar, br), dy, retain_graph=True),
-                                 warmup=10 if slow else 50, rep=rep, return_mode="median")
-    except RuntimeError:
-        row["bwd_ms"] = None
-    row["fwdbwd_ms"] = do_bench(lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy),
+    row["bwd_ms"] = None
+    if CUDAGRAPHS["on"]:  # one backward replayed on one forward is not a CUDA-graph step
+        grads = tuple(g.clone() for g in grads)
+    else:
+        try:
+            row["bwd_ms"] = do_bench(lambda: torch.autograd.grad(y, (xr, ar, br), dy, retain_graph=True),
+                                     warmup=10 if slow else 50, rep=rep, return_mode="median")
+        except RuntimeError:
+            pass
+    row["fwdbwd_ms"] = do_bench(stepped(lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy)),
                                 warmup=10 if slow else 50, rep=rep, return_mode="median")
     if row["bwd_ms"] is None:
         row["bwd_ms"] = row["fwdbwd_ms"] - row["fwd_ms"]
     calls = 1 if slow else 5
     with torch.no_grad():
-        row["gpu_fwd_ms"], _ = gpu_time(lambda: fn(x, a, b), calls)
+        row["gpu_fwd_ms"], _ = gpu_time(stepped(lambda: fn(x, a, b)), calls)
     row["gpu_fwdbwd_ms"], row["kernels"] = gpu_time(
-        lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy), calls)
+        stepped(lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy)), calls)
     ref_y, ref_g = refs[zero_sign]
     row["err_y"] = rel(y.detach(), ref_y)
     for k, g, r in zip(("err_dx", "err_dnum", "err_dden"), grads, ref_g):
@@ -142,7 +166,7 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy)
+    stepped(lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy))()
     torch.cuda.synchronize()
     row["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return row
@@ -173,6 +197,9 @@ def main(argv=None):
     ap.add_argument("--methods", default=None, help="comma list of method names")
     ap.add_argument("--shapes", default=None, help="e.g. 128x197x768,7x33x200")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode= for every compiled method (e.g. reduce-overhead: CUDA graphs, "
+                         "which take the per-call CPU cost out of the wall-clock times)")
     args = ap.parse_args(argv)
     assert torch.cuda.is_available(), "this benchmark needs a CUDA device"
     import triton
@@ -183,8 +210,9 @@ def main(argv=None):
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     dtypes = args.dtypes.split(",") if args.dtypes else (["float32", "bfloat16"] + (["float16"] if args.suite else []))
     names = args.methods.split(",") if args.methods else list(methods(args.suite))
+    CUDAGRAPHS["on"] = args.compile_mode in ("reduce-overhead", "max-autotune")
     stamp = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-             "date": datetime.date.today().isoformat()}
+             "date": datetime.date.today().isoformat(), "compile_mode": args.compile_mode or "default"}
     rows = []
     out = args.out or os.path.join(HERE, "results", f"rational_{stamp['date']}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -208,7 +236,7 @@ def main(argv=None):
             # second shape would otherwise be recompiled with a symbolic channel count (automatic
             # dynamic), which no real model has and which changes the code Inductor generates
             torch._dynamo.reset()
-            all_methods = methods(args.suite)
+            all_methods = methods(args.suite, args.compile_mode)
             cg = copy_gbps(x)
             nbytes = x.numel() * x.element_size()
             for name in names:

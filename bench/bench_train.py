@@ -298,7 +298,12 @@ def run_method(method: str, model_name: str, cfg, initial_kat: nn.Module, amp_dt
     if compiled_backend:
         torch._dynamo.reset()
         counters.clear()
-        run = torch.compile(model, backend=compiled_backend, mode=args.compile_mode)
+        opts = json.loads(args.flashkat_options) if args.flashkat_options and compiled_backend == "flashkat" else None
+        if opts:
+            row["flashkat_options"] = opts
+            run = torch.compile(model, backend=compiled_backend, options=opts)
+        else:
+            run = torch.compile(model, backend=compiled_backend, mode=args.compile_mode)
     step, opt = make_step(run, model.parameters(), amp_dtype, device, args.fused_adamw)
 
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -470,6 +475,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--config-overrides", default="", help="KATViTConfig fields, e.g. depth=2,embed_dim=64")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode= for the compiled methods")
+    ap.add_argument("--flashkat-options", default="",
+                    help='JSON dict of Inductor options for backend="flashkat" only (replaces --compile-mode there)')
     ap.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) (default: foreach)")
     ap.add_argument("--keep-caches", action="store_true",
                     help="keep Inductor's FX-graph / AOTAutograd caches (a hit skips the rewrite counters)")
@@ -507,7 +514,8 @@ def main(argv=None) -> int:
             fconfig.enable_autograd_cache = False
 
     date = datetime.date.today().isoformat()
-    stamp = {"device": _device_name(device), "torch": torch.__version__, "triton": triton_version(), "date": date}
+    stamp = {"device": _device_name(device), "torch": torch.__version__, "triton": triton_version(), "date": date,
+             "compile_mode": args.compile_mode or "default"}
     print(f"{stamp['device']}; torch {stamp['torch']}; triton {stamp['triton']}; batch {args.batch}, "
           f"{args.img_size}x{args.img_size}, {args.warmup} warm-up + {args.steps} timed steps", flush=True)
     rows = []
