@@ -428,6 +428,19 @@ o = torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, 
                   backend="inductor", fullgraph=True)(dyb, xb, ab, bb)
 ref = reference_backward(dyb, xb, ab, bb, "safe", "torch")
 result["bf16"] = [str(o[0].dtype), str(o[1].dtype)] + [rel_err(u, v) for u, v in zip(o, ref)]
+
+# (3) the finishing reductions at an H200's program count (88 row programs at 768 channels):
+#     unsplit, the cast and sign fused into them: the template plus two kernels
+bw._state["configs"] = [(4, 64, 4, 3, 3)]
+row_programs = bw._row_programs
+bw._row_programs = lambda *args: 88
+x, dy = torch.randn(2, 5, 768), torch.randn(2, 5, 768)
+a, b = coefficients(6, 4, 8, 8, form="safe")
+o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                       backend="inductor", fullgraph=True), dy, x, a, b)
+bw._row_programs = row_programs
+result["finish_kernels"] = sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3))))
+result["finish_errs"] = [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 print("RESULT" + json.dumps(result))
 """
 
@@ -451,6 +464,11 @@ def test_triton_template_on_cpu_interpreter():
         assert max(e) <= F32_BOUND, res["train_errs"]
     assert res["bf16"][:2] == ["torch.bfloat16", "torch.float32"]
     assert max(res["bf16"][2:]) <= 1e-2, res["bf16"]
+    # one template launch and one reduction per coefficient tensor (not split in two layers)
+    fin = res["finish_kernels"]
+    assert len(fin) == 3 and sum(k.startswith("triton_tem_") for k in fin) == 1, fin
+    assert sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == 2, fin
+    assert max(res["finish_errs"]) <= F32_BOUND, res["finish_errs"]
 
 
 # ============================================================================

@@ -31,6 +31,7 @@ dtype.  Powers are never materialised: running products in registers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -372,11 +373,14 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #   vector per coefficient into the workspace ws[p, c, k] of shape
 #   (NPROG, C, m + n) (coefficient-minor, so that the finishing reduction
 #   iterates its outputs in their (group, coefficient) order and Inductor
-#   fuses the sign of b and the cast into it).
+#   fuses the sign of b and the cast into it: a coefficient-major workspace
+#   makes Inductor lay the sums out transposed, and the cast becomes a kernel
+#   of its own).
 #   NPROG comes from the shapes (and the SM count) only, never from a config,
-#   so every autotuning choice writes the same workspace.  An Inductor
-#   reduction then sums ws over p and over each group's channels, in a fixed
-#   order: the coefficient gradients are deterministic.
+#   so every autotuning choice writes the same workspace.  Two Inductor
+#   reductions (numerator, denominator; not split into two layers, which
+#   would double the launches) then sum ws over p and over each group's
+#   channels, in a fixed order: the coefficient gradients are deterministic.
 #
 # Configurations are a starting point for H200 (BLOCK_R x BLOCK_C x warps):
 # 8 x 128 x 4 keeps 8 elements per thread and m + n = 10 accumulators in
@@ -431,6 +435,8 @@ def _row_programs(device: torch.device, R, C_hint: int) -> int:
         p = min(p, max(1, -(-int(R) // _MIN_ROWS_PER_PROGRAM)))
     return p
 
+
+_UNSPLIT_MAX = 16384  # the most partials per output that a finishing reduction sums unsplit
 
 _template_state: dict = {}
 
@@ -528,6 +534,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
 
 
 def _finish_from_workspace(spec: LoweringSpec, ws, nprog: int, numerator, denominator):
+    from torch._inductor import config as inductor_config
     from torch._inductor import ir
     from torch._inductor.virtualized import ops
 
@@ -545,12 +552,20 @@ def _finish_from_workspace(spec: LoweringSpec, ws, nprog: int, numerator, denomi
                 (p, d), g = ridx, gi
             return load_as(wl, [p, g * D + d, i + base], cdt, fdt)
 
-        red = ir.Reduction.create(
-            device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
-            ranges=[1 if shared else G, k],
-            reduction_ranges=[G, nprog, D] if shared else [nprog, D],
-            reduction_type="sum",
-        )
+        # Per-group sums over a few thousand partials (KAT's shapes: NPROG x D = 8448 at 128 x 197
+        # x 768 and x 3072) are not split into two layers: the workspace is hot in L2, and a
+        # split costs a second launch per output (four small kernels per backward instead of
+        # two; the kernel count is checked on the CPU, the GPU time is not measured yet).  A shared
+        # row (one output per coefficient) or a wide group keeps Inductor's split.
+        per_output = (G if shared else 1) * nprog * size_hint(D)
+        keep = per_output > _UNSPLIT_MAX
+        with contextlib.nullcontext() if keep else inductor_config.patch(split_reductions=False):
+            red = ir.Reduction.create(
+                device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
+                ranges=[1 if shared else G, k],
+                reduction_ranges=[G, nprog, D] if shared else [nprog, D],
+                reduction_type="sum",
+            )
         red.realize()
         return red.make_loader()
 
