@@ -8,21 +8,13 @@
 #      coefficients static (--static-inputs: no copy into the graphs' buffers per replay; the
 #      committed 2026-11-28 rows were measured before that flag, with the copies)
 #   2. KAT-T bf16 training step: flashkat against timm's ViT-T under Inductor
-set -u
-cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-$PWD/h200_cudagraphs_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/pip_install.log" 2>&1
-echo "== rational ($(date -u +%T))"
-timeout -k 5 "${S1:-120}" python3 bench/bench_rational.py --dtypes float32,bfloat16 --shapes 128x197x3072 \
-    --methods inductor_safe_pau,flashkat_compiled_pau,flashkat_compiled_op --compile-mode reduce-overhead \
-    --static-inputs \
-    --out "$OUT/rational_cudagraphs.json" >"$OUT/rational_cudagraphs.log" 2>&1
-echo "   rc $?"; grep -E "^(float32|bfloat16)|FAILED" "$OUT/rational_cudagraphs.log" | cut -c1-260
-echo "== train ($(date -u +%T))"
-timeout -k 5 "${S2:-240}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
+OUT_NAME=h200_cudagraphs
+source "$(dirname "$0")/device_prelude.sh"
+step rational_cudagraphs "${S1:-120}" python3 bench/bench_rational.py --dtypes float32,bfloat16 \
+    --shapes 128x197x3072 --methods inductor_safe_pau,flashkat_compiled_pau,flashkat_compiled_op \
+    --compile-mode reduce-overhead --static-inputs --out "$OUT/rational_cudagraphs.json"
+grep -E "^(float32|bfloat16)|FAILED" "$OUT/rational_cudagraphs.log" | cut -c1-260
+step train_bf16_cudagraphs "${S2:-240}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
     --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead \
-    --out "$OUT/train_bf16_cudagraphs.json" >"$OUT/train_bf16_cudagraphs.log" 2>&1
-echo "   rc $?"; grep -E "median|Error|^kat_t" "$OUT/train_bf16_cudagraphs.log" | head
+    --out "$OUT/train_bf16_cudagraphs.json"
+grep -E "median|Error|^kat_t" "$OUT/train_bf16_cudagraphs.log" | head

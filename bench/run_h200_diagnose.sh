@@ -13,29 +13,21 @@
 #   3. the GPU tests: the ops and kernels in full, the CUDA lowering tests, the fixture kernels
 #      (PYTEST_FILES / PYTEST_K override)
 # Each step under its own timeout; logs and JSON in $OUT (at most 8 files come back).
-set -u
-cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-$PWD/h200_diagnose_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-unset TRITON_INTERPRET
-python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/pip_install.log" 2>&1
-echo "== train profile ($(date -u +%T))"
-timeout -k 5 "${TRAIN_S:-150}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
+OUT_NAME=h200_diagnose
+source "$(dirname "$0")/device_prelude.sh"
+step train_profile "${TRAIN_S:-150}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
     --methods flashkat,vit_inductor --steps 10 --warmup 3 --profile 3 ${TRAIN_ARGS:-} \
-    --out "$OUT/h200_train_profile.json" >"$OUT/train_profile.log" 2>&1
-echo "   rc $?"; grep -E "median|profiled|^ +[0-9]" "$OUT/train_profile.log" | head -64
-echo "== rational, static shapes ($(date -u +%T))"
-timeout -k 5 "${RATIONAL_S:-150}" python3 bench/bench_rational.py --dtypes float32,bfloat16 \
+    --out "$OUT/h200_train_profile.json"
+grep -E "median|profiled|^ +[0-9]" "$OUT/train_profile.log" | head -64
+step rational_static "${RATIONAL_S:-150}" python3 bench/bench_rational.py --dtypes float32,bfloat16 \
     --shapes 128x197x3072,128x197x768 \
     --methods inductor_safe_pau,flashkat_ops_eager,flashkat_compiled_pau,flashkat_compiled_op \
-    --out "$OUT/h200_rational_static.json" >"$OUT/rational_static.log" 2>&1
-echo "   rc $?"; grep -E "^(float32|bfloat16)|GPU f\+b|FAILED" "$OUT/rational_static.log" | cut -c1-260
-echo "== tests ($(date -u +%T))"
+    --out "$OUT/h200_rational_static.json"
+grep -E "^(float32|bfloat16)|GPU f\+b|FAILED" "$OUT/rational_static.log" | cut -c1-260
 kargs=()
 [ -n "${PYTEST_K:-}" ] && kargs=(-k "$PYTEST_K")
 # shellcheck disable=SC2086 # PYTEST_FILES is a word list on purpose
-timeout -k 5 "${PYTEST_S:-250}" python3 -m pytest -q -p no:cacheprovider -rs \
+step pytest_followup "${PYTEST_S:-250}" python3 -m pytest -q -p no:cacheprovider -rs \
     ${PYTEST_FILES:-tests/test_ops.py tests/test_triton_kernels.py tests/test_lowerings.py::test_cuda_template_numerics_autotune_epilogue tests/test_lowerings.py::test_cuda_training_dynamic_batch_bf16_and_forward_fusion tests/test_kat_functions.py::test_fixture_kernels_compute_the_registered_semantics} \
-    "${kargs[@]}" >"$OUT/pytest_followup.log" 2>&1
-echo "   rc $?"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_followup.log" | tail -12
+    "${kargs[@]}"
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_followup.log" | tail -12

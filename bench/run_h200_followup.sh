@@ -10,20 +10,8 @@
 #   4. the same, float32, under reduce-overhead for both compiled paths
 #   5. the CUDA tests of the kernels, ops and lowerings (-k cuda)
 # Logs are packed by the caller; JSON rows in $OUT.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-$PWD/h200_followup_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/pip_install.log" 2>&1
-step() {  # step NAME SECONDS command...
-    local name=$1 secs=$2
-    shift 2
-    echo "== $name ($(date -u +%T))"
-    timeout -k 5 "$secs" "$@" >"$OUT/$name.log" 2>&1
-    echo "   rc $?"
-}
+OUT_NAME=h200_followup
+source "$(dirname "$0")/device_prelude.sh"
 step train_bf16 "${S1:-150}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
     --methods flashkat,vit_inductor --steps 10 --warmup 3 --profile 3 --out "$OUT/train_bf16.json"
 grep -E "median|profiled" "$OUT/train_bf16.log"

@@ -1,0 +1,20 @@
+# Sourced by the one-H200 follow-up scripts (run_h200_diagnose.sh, run_h200_probe.sh,
+# run_h200_followup.sh, run_h200_cudagraphs.sh) after they set OUT_NAME: the repository root as
+# the working directory, OUT (the device tool's $OUT, else ./${OUT_NAME}_out), the environment,
+# the editable install, and `step NAME SECONDS CMD...` (CMD under its own timeout, output to
+# $OUT/NAME.log, its exit status printed).
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+OUT=${OUT:-$PWD/${OUT_NAME}_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+unset TRITON_INTERPRET
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/pip_install.log" 2>&1
+
+step() {
+    local name=$1 secs=$2
+    shift 2
+    echo "== $name ($(date -u +%T))"
+    timeout -k 5 "$secs" "$@" >"$OUT/$name.log" 2>&1
+    echo "   rc $?"
+}
