@@ -72,9 +72,10 @@ model x dtype x method):
   gpu_busy_vs_vit_inductor         (with --profile) GPU-busy ms per step / the ViT's
                                    (flashkat rows) flashkat median / peer median: < 1 is faster
   kat_extra_act_mb                 (flashkat rows) the activations a KAT block saves that a
-                                   ViT block does not: one (B, L, D) tensor per block (the
-                                   first rational's output, fc1's saved input), in the
-                                   autocast dtype
+                                   ViT block does not: one float32 (B, L, D) tensor per block
+                                   (float32: the first rational's output, fc1's saved input;
+                                   bf16 autocast: the norm's float32 output, which the first
+                                   rational saves; see kat_extra_act_mb)
   mem_target_ok                    (flashkat rows) peak_mb <= vit_inductor peak_mb +
                                    kat_extra_act_mb
   skipped / error                  why a method has no numbers
@@ -195,11 +196,19 @@ def rational_sites(model: nn.Module) -> int:
 
 
 def kat_extra_act_mb(cfg, batch: int, dtype_name: str) -> float:
-    """One (B, L, D) tensor per block: the first rational's output, saved by fc1 (in the
-    autocast dtype under autocast); a ViT block saves fc1's input anyway as the norm's output."""
+    """One float32 (B, L, D) tensor per block, in float32 and under bf16 autocast alike.
+
+    A KAN MLP is norm -> rational -> fc1 -> rational -> fc2 where a ViT's is norm -> fc1 ->
+    GELU -> fc2.  float32: the first rational saves the norm's output (the ViT's fc1 saves that
+    too) and fc1 saves the rational's output: one extra float32 tensor.  bf16 autocast: fc1
+    saves a bf16 copy of its input in both models, but KAT's first rational computes in float32
+    on the norm's float32 output (its custom_fwd(cast_inputs=float32), kept exactly: no round
+    trip to drop there) and saves that output in float32: again one extra float32 tensor.
+    (Checked on the CPU with saved_tensors_hooks on a compiled block of each kind; the
+    2026-11-28 JSON rows carry the earlier estimate, half of this in bf16.)"""
+    del dtype_name
     tokens = (cfg.img_size // cfg.patch_size) ** 2 + 1
-    elt = 2 if dtype_name == "bfloat16" else 4
-    return cfg.depth * batch * tokens * cfg.embed_dim * elt / 2**20
+    return cfg.depth * batch * tokens * cfg.embed_dim * 4 / 2**20
 
 
 # ----------------------------------------------------------------------------

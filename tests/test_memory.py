@@ -8,6 +8,8 @@ plain Inductor, by contrast, keeps stacked powers.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -91,3 +93,52 @@ def test_kat_reference_under_inductor_keeps_more():
     rec = saved_tensors(torch.compile(kat_reference, backend="inductor"), x, a, b)
     extra = [n for n, own in activation_sized(rec, x) if not own]
     assert sum(extra) >= x.untyped_storage().nbytes(), rec
+
+
+class _Act(torch.nn.Module):
+    """KAT's first-rational semantics under autocast: computed in float32 on the norm's output."""
+
+    def __init__(self):
+        super().__init__()
+        a, b = coefficients(6, 4, 8, 8, form="safe")
+        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
+
+    def forward(self, x):
+        return fk.rational(x.float(), self.a, self.b, form="safe", zero_sign="kat")
+
+
+def test_kan_block_saves_one_float32_activation_more_than_a_vit_block():
+    """What bench/bench_train.py's memory target counts as the activations KAT adds: a KAN MLP
+    (norm -> rational -> fc1 -> rational -> fc2) compiled with flashkat under bf16 autocast saves,
+    beyond a ViT MLP (norm -> fc1 -> GELU -> fc2) under Inductor, exactly one float32 tensor of
+    the block's input size (the norm's output, which the first rational computes on), plus the
+    coefficients; the second rational's input stays bf16 (no float32 round trip)."""
+    torch.manual_seed(0)
+    D = 64
+    kan = torch.nn.Sequential(torch.nn.LayerNorm(D), _Act(), torch.nn.Linear(D, 4 * D), _Act(),
+                              torch.nn.Linear(4 * D, D))
+    vit = torch.nn.Sequential(torch.nn.LayerNorm(D), torch.nn.Linear(D, 4 * D), torch.nn.GELU(),
+                              torch.nn.Linear(4 * D, D))
+    x = torch.randn(4, 5, D, requires_grad=True)
+
+    def saved(model, backend):
+        torch._dynamo.reset()
+        rec = []
+
+        def pack(t):
+            rec.append((t.dtype, t.numel()))
+            return t
+
+        compiled = torch.compile(model, backend=backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = compiled(x)
+        y.float().sum().backward()
+        return rec
+
+    kan_saved, vit_saved = saved(kan, "flashkat"), saved(vit, "inductor")
+    extra = list((Counter(kan_saved) - Counter(vit_saved)).elements())
+    missing = list((Counter(vit_saved) - Counter(kan_saved)).elements())
+    activations = sorted(e for e in extra if e[1] >= x.numel())
+    assert activations == [(torch.float32, x.numel())], (kan_saved, vit_saved)
+    assert not [e for e in missing if e[1] >= x.numel()], (kan_saved, vit_saved)
+    assert all(e[1] <= 8 * 6 for e in extra if e[1] < x.numel()), extra  # coefficient rows
