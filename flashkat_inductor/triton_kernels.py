@@ -33,10 +33,10 @@ Backward, ``_rational_bwd_kernel``: one pass, reduction-first, no atomics.
     inputs).  At the end each program sums its accumulators over rows and
     stores one (BLOCK_C,) vector per coefficient into a workspace of shape
     (m + n, P, C) (times sign(b_j) for the safe and signed forms).  Stage 2,
-    in PyTorch, reduces the workspace over P and over each group's channels
-    in a fixed order (``ws.view(K, P, G, D).sum((1, 3))``, accumulated in
-    float64), so the coefficient gradients are bitwise reproducible from run
-    to run.
+    ``_rational_finish_kernel`` (one launch), reduces the workspace over P and
+    over each group's channels in a fixed order, accumulated in float64, and
+    writes both gradients in the coefficients' dtypes, so the coefficient
+    gradients are bitwise reproducible from run to run.
 
     P depends on the shape only (R, C and the SM count: about
     ``_PROGRAMS_PER_SM`` programs per SM for ``_NOMINAL_BLOCK_C``-wide channel
@@ -579,6 +579,55 @@ def _rational_bwd_kernel(
         tl.store(wb + 7 * kstride, tl.sum(acc_b7, axis=0) * k7, mask=cmask)
 
 
+@triton.jit
+def _from_f64(v, dtype: tl.constexpr):
+    """A float64 value in ``dtype``; 16-bit types through float32, as PyTorch's casts round."""
+    if dtype == tl.float64:
+        return v
+    return v.to(tl.float32).to(dtype)
+
+
+@triton.jit(do_not_specialize=["P", "C", "D"])
+def _rational_finish_kernel(
+    ws_ptr, da_ptr, db_ptr,
+    P, C, D,
+    M: tl.constexpr, N: tl.constexpr, NUM_SHARED: tl.constexpr, DEN_SHARED: tl.constexpr,
+    BLOCK: tl.constexpr, ITERS_C: tl.constexpr,
+):
+    """Stage 2 of the backward: the coefficient gradients from the (m + n, P, C) workspace.
+
+    grid = (m + n, G): program (k, g) sums ws[k, :, g*D:(g+1)*D] (all channels for a
+    shared row, where only g = 0 works) in float64, in a fixed order (one BLOCK-wide
+    running sum over the flattened (p, channel) index, reduced at the end), and
+    stores it cast to the output's dtype: one launch for both gradients and every
+    group, instead of a reduction, a transpose and two casts."""
+    k = tl.program_id(0)
+    g = tl.program_id(1)
+    is_num = k < M
+    shared = (is_num & NUM_SHARED) | ((k >= M) & DEN_SHARED)
+    if (g == 0) | (shared == 0):
+        width = tl.where(shared, C, D)
+        base = tl.where(shared, 0, g * D)
+        n = P * width
+        src = ws_ptr + k.to(tl.int64) * P * C + base
+        lanes = tl.arange(0, BLOCK)
+        acc = tl.zeros((BLOCK,), tl.float64)
+        # ITERS_C: the interpreter's constexpr trip count (the largest, P * C / BLOCK), 0 when compiled
+        for start in tl.range(0, n if ITERS_C == 0 else ITERS_C * BLOCK, BLOCK):
+            i = start + lanes
+            v = tl.load(src + (i // width) * C + i % width, mask=i < n, other=0.0)
+            acc += v.to(tl.float64)
+        total = tl.sum(acc, axis=0)
+        row = tl.where(shared, 0, g)
+        if is_num:
+            tl.store(da_ptr + row * M + k, _from_f64(total, da_ptr.dtype.element_ty))
+        else:
+            tl.store(db_ptr + row * N + (k - M), _from_f64(total, db_ptr.dtype.element_ty))
+
+
+_FINISH_BLOCK = 1024
+
+
 # ============================================================================
 # Host wrappers
 # ============================================================================
@@ -680,15 +729,20 @@ def backward(grad: Tensor, x: Tensor, numerator: Tensor, denominator: Tensor, fo
         )
 
     # ---- stage 2: fixed-order reduction over programs and group channels ---
-    # Summed in float64: the workspace is small ((m + n) x P x C), and the sums
-    # over P and D are where cancellation between random-signed dy terms costs
-    # float32 the most (1.2e-6 -> 6e-7 relative error at 7x33x200, signed form).
-    # sign(b) is already applied (in the kernel).
-    sums = ws.view(m + n, P, G, D).sum(dim=(1, 3), dtype=torch.float64).t()  # (G, m + n)
-    da, db = sums[:, :m], sums[:, m:]
-    if spec.num_groups == 1:
-        da = da.sum(0, keepdim=True)
-    if spec.den_groups == 1:
-        db = db.sum(0, keepdim=True)
-    fmt = torch.contiguous_format
-    return dx, da.to(numerator.dtype, memory_format=fmt), db.to(denominator.dtype, memory_format=fmt)
+    # One launch (_rational_finish_kernel), summed in float64: the workspace is
+    # small ((m + n) x P x C), and the sums over P and D are where cancellation
+    # between random-signed dy terms costs float32 the most (1.2e-6 -> 6e-7
+    # relative error at 7x33x200, signed form).  sign(b) is already applied (in
+    # the kernel).  Written straight into contiguous outputs of the coefficients'
+    # dtypes.
+    da = torch.empty((spec.num_groups, m), dtype=numerator.dtype, device=x.device)
+    db = torch.empty((spec.den_groups, n), dtype=denominator.dtype, device=x.device)
+    width_max = C if (spec.num_groups == 1 or spec.den_groups == 1) else D
+    with _device_guard(x):
+        _rational_finish_kernel[(m + n, G)](
+            ws, da, db, P, C, D,
+            M=m, N=n, NUM_SHARED=spec.num_groups == 1, DEN_SHARED=spec.den_groups == 1,
+            BLOCK=_FINISH_BLOCK, ITERS_C=_iters_c(triton.cdiv(P * width_max, _FINISH_BLOCK)),
+            num_warps=4,
+        )
+    return dx, da, db

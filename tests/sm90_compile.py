@@ -75,6 +75,15 @@ def project() -> dict:
                 name = f"{kern.fn.__name__ if hasattr(kern, 'fn') else kern.__name__}[m={m},n={n},form={form}," \
                        f"{storage},{block_r}x{block_c},iters_c={iters_c}]"
                 out[name] = compile_fn(kern, sig, consts, num_warps=4, num_stages=stages)
+    # stage 2 of the backward: (m, n, shared numerator, shared denominator, workspace, outputs)
+    fin = tk._rational_finish_kernel
+    for m, n, num_shared, den_shared, ws, outs in ((6, 4, True, False, "fp32", "fp32"), (6, 4, False, False, "fp32", "bf16"),
+                                                   (8, 8, True, True, "fp64", "fp64"), (1, 1, False, True, "fp32", "fp16")):
+        consts = dict(M=m, N=n, NUM_SHARED=num_shared, DEN_SHARED=den_shared, BLOCK=tk._FINISH_BLOCK, ITERS_C=0)
+        sig = {a: "constexpr" if a in consts else f"*{ws}" if a == "ws_ptr" else f"*{outs}" if a.endswith("_ptr")
+               else "i32" for a in fin.arg_names}
+        out[f"_rational_finish_kernel[m={m},n={n},shared={int(num_shared)}{int(den_shared)},{ws}->{outs}]"] = \
+            compile_fn(fin, sig, consts, num_warps=4)
     return out
 
 

@@ -9,7 +9,7 @@ raise PyTorch's "does not have a deterministic implementation" error:
 - compiled CPU (the C++ IR lowering): Inductor reductions, whose split over
   OpenMP threads is fixed for a given thread count;
 - eager CUDA (``triton_kernels.py``): per-program partial sums written to a
-  workspace, finished by a fixed-order ``torch.sum``; no atomics (checked on
+  workspace, finished by a fixed-order float64 sum in a second kernel; no atomics (checked on
   the source here; the program count depends on the GPU's SM count only);
 - the backward template (``lowerings/backward.py.jinja``): the same, finished
   by an Inductor reduction; no atomics (source and generated code checked, the

@@ -5,7 +5,8 @@ compiler rejects; these tests run Triton's CUDA back end down to a cubin
 (tests/sm90_compile.py, in processes without ``TRITON_INTERPRET``):
 
 - the project's own kernels (triton_kernels.py) over their constexpr matrix:
-  orders, forms, sign conventions, storage dtypes, tile shapes, persistent grids;
+  orders, forms, sign conventions, storage dtypes, tile shapes, persistent grids,
+  and the backward's stage-2 kernel (shared or per-group rows, output dtypes);
 - the kernels Inductor generates from the project's lowerings (the backward
   template with a fused epilogue and forward, the coefficient reductions, the
   forward pointwise kernel), generated in a subprocess with Inductor's Triton
@@ -80,7 +81,7 @@ def _compile(*argv) -> dict:
 
 def test_project_kernels_compile_for_sm90():
     res = _compile("project")
-    assert len(res) == 32, sorted(res)
+    assert len(res) == 36, sorted(res)  # 32 forward / backward, 4 stage-2 (finish) kernels
     assert all(v == "ok" for v in res.values()), {k: v for k, v in res.items() if v != "ok"}
 
 

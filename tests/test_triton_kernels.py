@@ -404,6 +404,44 @@ def test_empty(shape, device):
     assert torch.equal(da, torch.zeros_like(a)) and torch.equal(db, torch.zeros_like(b))
 
 
+def test_backward_is_two_launches_and_no_torch_kernels(monkeypatch):
+    """The eager backward launches its kernel and the stage-2 kernel, nothing else: no
+    PyTorch reductions or casts (each a launch, which costs more host time than the
+    small workspace sum itself)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    launched = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launched.append((self.name, tuple(grid)))
+
+    monkeypatch.setattr(tk, "_rational_bwd_kernel", Recorder("bwd"))
+    monkeypatch.setattr(tk, "_rational_finish_kernel", Recorder("finish"))
+    ops = []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x = make_x((3, 11, 48))
+    for gn, gd in ((1, 4), (4, 4), (1, 1)):
+        a, b = make_coeffs(6, 4, gn, gd, form="safe")
+        launched.clear()
+        g = torch.randn_like(x)
+        with Ops():
+            dx, da, db = tk.backward(g, x, a, b, "safe", "kat")
+        assert [n for n, _ in launched] == ["bwd", "finish"] and launched[1][1] == (10, max(gn, gd)), launched
+        assert da.shape == a.shape and db.shape == b.shape and da.is_contiguous() and db.is_contiguous()
+    compute = sorted(set(ops) - {"empty", "empty_strided", "view", "reshape", "_reshape_alias", "expand", "detach",
+                                 "alias"})
+    assert compute == [], compute
+
+
 # ----------------------------------------------------------------------------
 # Determinism, poisoned buffers, infinities
 # ----------------------------------------------------------------------------
