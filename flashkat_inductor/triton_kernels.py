@@ -596,9 +596,10 @@ def _rational_finish_kernel(
 ):
     """Stage 2 of the backward: the coefficient gradients from the (m + n, P, C) workspace.
 
-    grid = (m + n, G): program (k, g) sums ws[k, :, g*D:(g+1)*D] (all channels for a
-    shared row, where only g = 0 works) in float64, in a fixed order (one BLOCK-wide
-    running sum over the flattened (p, channel) index, reduced at the end), and
+    grid = (m + n, G): program (k, g) sums ws[k, :, g*D:(g+1)*D] (for a shared row,
+    where only g = 0 works, the whole contiguous ws[k]) in float64, in a fixed order
+    (one BLOCK-wide running sum over the flattened (p, channel) index, reduced at the
+    end), and
     stores it cast to the output's dtype: one launch for both gradients and every
     group, instead of a reduction, a transpose and two casts."""
     k = tl.program_id(0)
@@ -606,17 +607,20 @@ def _rational_finish_kernel(
     is_num = k < M
     shared = (is_num & NUM_SHARED) | ((k >= M) & DEN_SHARED)
     if (g == 0) | (shared == 0):
-        width = tl.where(shared, C, D)
-        base = tl.where(shared, 0, g * D)
-        n = P * width
-        src = ws_ptr + k.to(tl.int64) * P * C + base
+        src = ws_ptr + k.to(tl.int64) * P * C
         lanes = tl.arange(0, BLOCK)
         acc = tl.zeros((BLOCK,), tl.float64)
         # ITERS_C: the interpreter's constexpr trip count (the largest, P * C / BLOCK), 0 when compiled
-        for start in tl.range(0, n if ITERS_C == 0 else ITERS_C * BLOCK, BLOCK):
-            i = start + lanes
-            v = tl.load(src + (i // width) * C + i % width, mask=i < n, other=0.0)
-            acc += v.to(tl.float64)
+        if shared:  # the whole (P, C) slab of coefficient k: contiguous
+            n = P * C
+            for start in tl.range(0, n if ITERS_C == 0 else ITERS_C * BLOCK, BLOCK):
+                i = start + lanes
+                acc += tl.load(src + i, mask=i < n, other=0.0).to(tl.float64)
+        else:  # group g's D channels of each of the P rows
+            n = P * D
+            for start in tl.range(0, n if ITERS_C == 0 else ITERS_C * BLOCK, BLOCK):
+                i = start + lanes
+                acc += tl.load(src + g * D + (i // D) * C + i % D, mask=i < n, other=0.0).to(tl.float64)
         total = tl.sum(acc, axis=0)
         row = tl.where(shared, 0, g)
         if is_num:
