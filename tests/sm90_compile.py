@@ -9,6 +9,7 @@ that ships in the Triton wheel, a cubin).  Nothing is launched.
 
     python tests/sm90_compile.py project           # the project's kernels, over their constexpr matrix
     python tests/sm90_compile.py inductor CODE.py  # every kernel in Inductor's generated code
+    python tests/sm90_compile.py inductor-regs CODE.py  # the same, registers per thread of each
 
 Prints one ``RESULT`` line of JSON: {name: "ok" | error text}.
 """
@@ -33,8 +34,9 @@ from triton.compiler import ASTSource  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 
 
-def compile_fn(fn, signature: dict, constexprs: dict, attrs=None, num_warps=4, num_stages=1) -> str:
-    """"ok", or the first lines of the compiler's error."""
+def compile_fn(fn, signature: dict, constexprs: dict, attrs=None, num_warps=4, num_stages=1, regs=None) -> str:
+    """"ok", or the first lines of the compiler's error.  ``regs``: a dict that receives the
+    cubin's registers per thread under the kernel's name (read with cuobjdump)."""
     names = fn.arg_names
     src = ASTSource(fn=fn, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()},
                     attrs=attrs)
@@ -42,7 +44,23 @@ def compile_fn(fn, signature: dict, constexprs: dict, attrs=None, num_warps=4, n
         k = triton.compile(src, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
     except Exception as e:  # noqa: BLE001 - reported, the test fails on it
         return f"{type(e).__name__}: {str(e)[:1500]}"
-    return "ok" if k.asm.get("cubin") else "no cubin"
+    cubin = k.asm.get("cubin")
+    if cubin and regs is not None:
+        regs[fn.__name__ if hasattr(fn, "__name__") else str(fn)] = _registers(cubin)
+    return "ok" if cubin else "no cubin"
+
+
+def _registers(cubin: bytes) -> int:
+    """Registers per thread of the one kernel in ``cubin`` (-1 where cuobjdump cannot tell)."""
+    import subprocess
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+)", out)
+    return int(m.group(1)) if m else -1
 
 
 # ----------------------------------------------------------------------------
@@ -134,7 +152,7 @@ def _without_decorator(source: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def inductor(code_path: str) -> dict:
+def inductor(code_path: str, regs=None) -> dict:
     code = open(code_path).read()
     out = {}
     tmp = tempfile.mkdtemp(prefix="sm90_")
@@ -160,12 +178,16 @@ def inductor(code_path: str) -> dict:
         configs = tmeta.get("configs") or [None]
         attrs = configs[0] if isinstance(configs[0], dict) else None
         out[name] = compile_fn(fn, sig, consts, attrs=attrs, num_warps=meta.get("num_warps", 4),
-                               num_stages=meta.get("num_stages", 1))
+                               num_stages=meta.get("num_stages", 1), regs=regs)
     return out
 
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     what = sys.argv[1]
-    res = project() if what == "project" else inductor(sys.argv[2])
+    if what == "inductor-regs":  # {kernel: registers per thread}
+        res: dict = {}
+        inductor(sys.argv[2], regs=res)
+    else:
+        res = project() if what == "project" else inductor(sys.argv[2])
     print("RESULT" + json.dumps(res))

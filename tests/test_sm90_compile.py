@@ -64,10 +64,21 @@ bw._state["configs"] = [(8, 128, 4, 1, 0)]
 _, codes2 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), *args[:4])
 assert "tl.range(0, n_iter" in codes[0] and "while row0 < R" in codes2[0]
+# KAT-T's wide rational in bf16 with the pipelined 4 x 256 tiles, inputs taken as 16-byte aligned
+# as Inductor takes CUDA inputs (it never does for CPU tensors): the code an H200 compiles
+import torch._inductor.graph as inductor_graph
+inductor_graph.should_assume_input_aligned = lambda example: True
+bw._state["configs"] = [(4, 256, 4, 3, 3)]
+a, b = coefficients(6, 4, 8, 8, form="safe")
+xb, dyb = torch.randn(2, 197, 768).to(torch.bfloat16), torch.randn(2, 197, 768).to(torch.bfloat16)
+_, codes3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                           backend="inductor", fullgraph=True), dyb, xb, a, b)
 with open({path!r}, "w") as fh:
     fh.write("\n".join(codes))
 with open({path!r} + ".while.py", "w") as fh:
     fh.write("\n".join(codes2))
+with open({path!r} + ".bf16.py", "w") as fh:
+    fh.write("\n".join(codes3))
 print("RESULT" + json.dumps({{"kernels": sum(c.count("async_compile.triton(") for c in codes),
                              "kernels_while": sum(c.count("async_compile.triton(") for c in codes2)}}))
 """
@@ -96,3 +107,9 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     res = _compile("inductor", path + ".while.py")  # the template's `while` over row blocks
     assert len(res) == gen["kernels_while"] and any(k.startswith("triton_tem_") for k in res), sorted(res)
     assert all(v == "ok" for v in res.values()), {k: v for k, v in res.items() if v != "ok"}
+    # bf16, 4 x 256 tiles, pipelined: at most 170 registers per thread, so that three 128-thread
+    # programs fit on an SM (65536 registers); coefficient rows loaded as (1, BLOCK_C) tiles keep
+    # it at 158, a 1-D load broadcast with [None, :] took 235 (two programs per SM)
+    regs = _compile("inductor-regs", path + ".bf16.py")
+    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
+    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
