@@ -195,7 +195,7 @@ def rational_sites(model: nn.Module) -> int:
     return sum(isinstance(m, (km.KAT_Group, km.KAT_Group_Torch, km.FlashKAT_Group)) for m in model.modules())
 
 
-def kat_extra_act_mb(cfg, batch: int, dtype_name: str) -> float:
+def kat_extra_act_mb(cfg, batch: int) -> float:
     """One float32 (B, L, D) tensor per block, in float32 and under bf16 autocast alike.
 
     A KAN MLP is norm -> rational -> fc1 -> rational -> fc2 where a ViT's is norm -> fc1 ->
@@ -206,7 +206,6 @@ def kat_extra_act_mb(cfg, batch: int, dtype_name: str) -> float:
     trip to drop there) and saves that output in float32: again one extra float32 tensor.
     (Checked on the CPU with saved_tensors_hooks on a compiled block of each kind; the
     2026-11-28 JSON rows carry the earlier estimate, half of this in bf16.)"""
-    del dtype_name
     tokens = (cfg.img_size // cfg.patch_size) ** 2 + 1
     return cfg.depth * batch * tokens * cfg.embed_dim * 4 / 2**20
 
@@ -376,7 +375,7 @@ def add_ratios(rows, model: str, dtype: str, cfg, batch: int) -> None:
     for peer in ("vit_inductor", "inductor_kat", "eager_kat", "eager_flashkat"):
         p = _ms(rows, model, dtype, peer)
         fk[f"vs_{peer}"] = round(fk["step_ms_median"] / p["step_ms_median"], 3) if p else None
-    fk["kat_extra_act_mb"] = round(kat_extra_act_mb(cfg, batch, dtype), 3)
+    fk["kat_extra_act_mb"] = round(kat_extra_act_mb(cfg, batch), 3)
     vit = _ms(rows, model, dtype, "vit_inductor")
     if vit and fk.get("gpu_busy_ms") and vit.get("gpu_busy_ms"):
         # --profile: GPU work per step, free of the CPU-side launch cost that can bound small steps

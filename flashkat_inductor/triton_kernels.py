@@ -599,9 +599,8 @@ def _rational_finish_kernel(
     grid = (m + n, G): program (k, g) sums ws[k, :, g*D:(g+1)*D] (for a shared row,
     where only g = 0 works, the whole contiguous ws[k]) in float64, in a fixed order
     (one BLOCK-wide running sum over the flattened (p, channel) index, reduced at the
-    end), and
-    stores it cast to the output's dtype: one launch for both gradients and every
-    group, instead of a reduction, a transpose and two casts."""
+    end), and stores it cast to the output's dtype: one launch for both gradients and
+    every group, instead of a reduction, a transpose and two casts."""
     k = tl.program_id(0)
     g = tl.program_id(1)
     is_num = k < M

@@ -23,12 +23,17 @@ from helpers import coefficients
 SHAPE = (4, 17, 64)
 
 
-def saved_tensors(fn, *args):
-    """(storage bytes, storage pointer) of every tensor the forward saves for the backward."""
+def _storage(t):
+    return t.untyped_storage().nbytes(), t.untyped_storage().data_ptr()
+
+
+def saved_tensors(fn, *args, record=_storage):
+    """``record(t)`` (default: storage bytes, storage pointer) of every tensor the forward saves
+    for the backward."""
     rec = []
 
     def pack(t):
-        rec.append((t.untyped_storage().nbytes(), t.untyped_storage().data_ptr()))
+        rec.append(record(t))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -123,17 +128,8 @@ def test_kan_block_saves_one_float32_activation_more_than_a_vit_block():
 
     def saved(model, backend):
         torch._dynamo.reset()
-        rec = []
-
-        def pack(t):
-            rec.append((t.dtype, t.numel()))
-            return t
-
-        compiled = torch.compile(model, backend=backend)
-        with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = compiled(x)
-        y.float().sum().backward()
-        return rec
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return saved_tensors(torch.compile(model, backend=backend), x, record=lambda t: (t.dtype, t.numel()))
 
     kan_saved, vit_saved = saved(kan, "flashkat"), saved(vit, "inductor")
     extra = list((Counter(kan_saved) - Counter(vit_saved)).elements())

@@ -104,7 +104,6 @@ def _through(node, ops):
 _SQUEEZE = {aten.squeeze.dim}
 _VIEWS = {aten.view.default, aten.reshape.default}
 _UNSQUEEZE = {aten.unsqueeze.default}
-_CASTS = CAST_OPS  # dtype casts, as autocast inserts before a bmm
 
 
 def _kat_reference(h: SiteHint) -> bool:
@@ -122,8 +121,8 @@ def _kat_reference(h: SiteHint) -> bool:
             h.reason = "the bmm operands are cast to different dtypes"
             return True
         h.autocast = dtype_name(dt)
-    num = _through(_through(bn.args[0], _CASTS), _UNSQUEEZE)
-    dc = _through(_through(bd.args[0], _CASTS), _UNSQUEEZE)
+    num = _through(_through(bn.args[0], CAST_OPS), _UNSQUEEZE)
+    dc = _through(_through(bd.args[0], CAST_OPS), _UNSQUEEZE)
     if not (isinstance(dc, Node) and dc.target == aten.abs.default):
         h.reason = "denominator coefficients of the bmm are not under |.|"
         h.form = None
@@ -138,11 +137,11 @@ def _kat_reference(h: SiteHint) -> bool:
         h.reason = "coefficient shapes are not static 2-D (G, k)"
         return True
     h.num, h.den, h.m, h.n = [num], [den], ns[1], ds[1]
-    if _through(bn.args[1], _CASTS) is not _through(bd.args[1], _CASTS):
+    if _through(bn.args[1], CAST_OPS) is not _through(bd.args[1], CAST_OPS):
         h.reason = "numerator and denominator use different power stacks"
         return True
     # powers: view(cat([ones, z, z*z, ...])) -> z -> view(clone(permute(view(x))))
-    pw = _through(_through(bn.args[1], _CASTS), {aten.view.default, aten.reshape.default})
+    pw = _through(_through(bn.args[1], CAST_OPS), {aten.view.default, aten.reshape.default})
     if isinstance(pw, Node) and pw.target in (aten.cat.default, aten.stack.default) and len(pw.args[0]) >= 2:
         # z = view(clone(permute(view(x))))
         node = pw.args[0][1]
