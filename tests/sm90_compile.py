@@ -77,7 +77,8 @@ def project() -> dict:
              (6, 4, 0, "fp64", True)]
     for m, n, form, storage, zero_kat in cases:
         cdt = tl.float64 if storage == "fp64" else tl.float32
-        for kern, extra in ((tk._rational_fwd_kernel, {}), (tk._rational_bwd_kernel, {"ZERO_KAT": zero_kat})):
+        for kern, extra in ((tk._rational_fwd_kernel, {}),
+                            (tk._rational_bwd_kernel, {"ZERO_KAT": zero_kat, "FAST_RCP": storage != "fp64"})):
             for block_r, block_c, stages, iters_c in ((32, 128, 2, 0), (8, 64, 1, 3)):
                 consts = dict(M=m, N=n, FORM=form, CDT=cdt, BLOCK_R=block_r, BLOCK_C=block_c, NUM_STAGES=stages,
                               ITERS_C=iters_c, **extra)
@@ -101,7 +102,7 @@ def project() -> dict:
         sig = {a: "constexpr" if a in consts else f"*{ws}" if a == "ws_ptr" else f"*{outs}" if a.endswith("_ptr")
                else "i32" for a in fin.arg_names}
         out[f"_rational_finish_kernel[m={m},n={n},shared={int(num_shared)}{int(den_shared)},{ws}->{outs}]"] = \
-            compile_fn(fin, sig, consts, num_warps=4)
+            compile_fn(fin, sig, consts, num_warps=tk._FINISH_WARPS)
     return out
 
 

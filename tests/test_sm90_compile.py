@@ -73,6 +73,11 @@ a, b = coefficients(6, 4, 8, 8, form="safe")
 xb, dyb = torch.randn(2, 197, 768).to(torch.bfloat16), torch.randn(2, 197, 768).to(torch.bfloat16)
 _, codes3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), dyb, xb, a, b)
+# the generated code runs here on the interpreter, which cannot run inline PTX: compile the CUDA
+# variant, where the lowering sets FAST_RCP (1/q as rcp.approx.ftz.f32) for float32 compute
+cuda = lambda cs: [c.replace("FAST_RCP : tl.constexpr = False", "FAST_RCP : tl.constexpr = True") for c in cs]
+assert "FAST_RCP : tl.constexpr = False" in codes3[0]
+codes, codes2, codes3 = cuda(codes), cuda(codes2), cuda(codes3)
 with open({path!r}, "w") as fh:
     fh.write("\n".join(codes))
 with open({path!r} + ".while.py", "w") as fh:

@@ -31,7 +31,6 @@ dtype.  Powers are never materialised: running products in registers.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 
@@ -377,10 +376,10 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #   makes Inductor lay the sums out transposed, and the cast becomes a kernel
 #   of its own).
 #   NPROG comes from the shapes (and the SM count) only, never from a config,
-#   so every autotuning choice writes the same workspace.  Two Inductor
-#   reductions (numerator, denominator; not split into two layers, which
-#   would double the launches) then sum ws over p and over each group's
-#   channels, in a fixed order: the coefficient gradients are deterministic.
+#   so every autotuning choice writes the same workspace.  Inductor
+#   reductions (one per coefficient tensor, each split by Inductor into two
+#   layers) then sum ws over p and over each group's channels, in a fixed
+#   order: the coefficient gradients are deterministic.
 #
 # Configurations are a starting point for H200 (BLOCK_R x BLOCK_C x warps):
 # 8 x 128 x 4 keeps 8 elements per thread and m + n = 10 accumulators in
@@ -435,8 +434,6 @@ def _row_programs(device: torch.device, R, C_hint: int) -> int:
         p = min(p, max(1, -(-int(R) // _MIN_ROWS_PER_PROGRAM)))
     return p
 
-
-_UNSPLIT_MAX = 16384  # the most partials per output that a finishing reduction sums unsplit
 
 _template_state: dict = {}
 
@@ -501,6 +498,11 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     out_size = size if len(size) >= 2 else [1, C]
     layout = ir.FixedLayout(device, x.get_dtype(), out_size, ir.FlexibleLayout.contiguous_strides(out_size))
     inputs = [x2, g2, a, b, ws]
+    # 1/q as one approximate reciprocal (rcp.approx.ftz.f32, within 1 ulp; inline PTX, which the
+    # Triton interpreter cannot run) on CUDA in float32 compute; `_state["fast_rcp"]` overrides
+    fast_rcp = _state.get("fast_rcp")
+    if fast_rcp is None:
+        fast_rcp = device.type == "cuda" and spec.cdt == torch.float32
     choices: list = []
     errors = []
     for block_r, block_c, warps, stages, pipe in _template_configs(C_hint, spec.cdt, K):
@@ -515,7 +517,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             NUM_SHARED=spec.num_shared, DEN_SHARED=spec.den_shared,
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
             NLEAD=len(out_size) - 1, NPROG=nprog, BLOCK_R=block_r, BLOCK_C=block_c,
-            ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe,
+            ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
             call_sizes=[R, C],
         )
         if err is not None:
@@ -534,7 +536,6 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
 
 
 def _finish_from_workspace(spec: LoweringSpec, ws, nprog: int, numerator, denominator):
-    from torch._inductor import config as inductor_config
     from torch._inductor import ir
     from torch._inductor.virtualized import ops
 
@@ -552,20 +553,17 @@ def _finish_from_workspace(spec: LoweringSpec, ws, nprog: int, numerator, denomi
                 (p, d), g = ridx, gi
             return load_as(wl, [p, g * D + d, i + base], cdt, fdt)
 
-        # Per-group sums over a few thousand partials (KAT's shapes: NPROG x D = 8448 at 128 x 197
-        # x 768 and x 3072) are not split into two layers: the workspace is hot in L2, and a
-        # split costs a second launch per output (four small kernels per backward instead of
-        # two; the kernel count is checked on the CPU, the GPU time is not measured yet).  A shared
-        # row (one output per coefficient) or a wide group keeps Inductor's split.
-        per_output = (G if shared else 1) * nprog * size_hint(D)
-        keep = per_output > _UNSPLIT_MAX
-        with contextlib.nullcontext() if keep else inductor_config.patch(split_reductions=False):
-            red = ir.Reduction.create(
-                device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
-                ranges=[1 if shared else G, k],
-                reduction_ranges=[G, nprog, D] if shared else [nprog, D],
-                reduction_type="sum",
-            )
+        # Inductor's own split: at KAT's shapes (NPROG x D = 8448 partials per output) it splits
+        # each sum in two layers, four small kernels per backward.  Forcing one layer (two
+        # kernels) was slower on the H200 (128 x 197 x 3072 float32: 10.1 + 2.1 + 1.3 us against
+        # 2.2 + 1.9 + 1.5 + 1.2 us split; bench/results/h200_rational_2026-11-28_unsplit_static.json
+        # and _static_nd_fwd.json): each output's sum then runs on one program.
+        red = ir.Reduction.create(
+            device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
+            ranges=[1 if shared else G, k],
+            reduction_ranges=[G, nprog, D] if shared else [nprog, D],
+            reduction_type="sum",
+        )
         red.realize()
         return red.make_loader()
 
