@@ -3,7 +3,8 @@
 ``register_lowerings()`` installs, once, into Inductor's global lowering table:
 
 - ``flashkat::rational_fwd`` -> an ``ir.Pointwise`` (``forward.py``): fuses
-  with its neighbours on CPU (C++) and GPU (Triton);
+  with its neighbours on CPU (C++) and GPU (Triton), whose kernels computing
+  it are tiled in two dimensions (rows x channels; ``forward.ND_TILING``);
 - ``flashkat::rational_bwd`` -> on CUDA a ``TritonTemplate`` (``backward.py``
   + ``backward.py.jinja``): dx through ``store_output`` (epilogue-fusable),
   coefficient partial sums reduction-first into a workspace, finished by an
@@ -38,9 +39,10 @@ def register_lowerings() -> None:
 
         from .. import ops as _ops  # noqa: F401 - defines torch.ops.flashkat.*
         from .backward import rational_bwd_lowering
-        from .forward import rational_fwd_lowering
+        from .forward import install_tiling_hook, rational_fwd_lowering
 
         register_lowering(torch.ops.flashkat.rational_fwd.default, type_promotion_kind=None)(rational_fwd_lowering)
+        install_tiling_hook()
         register_lowering(torch.ops.flashkat.rational_bwd.default, type_promotion_kind=None)(rational_bwd_lowering)
         _registered = True
 

@@ -180,6 +180,19 @@ def denominator_inputs(spec: LoweringSpec, xv):
 # ============================================================================
 # The lowering
 # ============================================================================
+# GROUPED_RANGES: iterate the forward as (*lead, G, D) instead of (*lead, C), so that a 1-D kernel
+# indexes the group as (i // D) % G rather than (i % C) // D.  Triton proves the former constant
+# over each thread's 8 elements (i is contiguous over the whole block) and loads each coefficient
+# once per thread; for the latter it can only when C is a multiple of the block (3072 = 3 x 1024,
+# not 192 / 768 / 1536), else it gathers per element.  sm_90 builds of the bf16 kernel, 8 elements
+# per thread, at 192 / 768 / 1536 channels: 216 instructions and 11 loads grouped, against 376
+# and 39 flat (224 and 11 flat at 3072, which is why the flat 1-D kernel is fast there: 88 us,
+# 89% of copy, against 37.4 us at 768, 81 us at 1536).  Off until the H200 has timed it
+# (bench/probe_kernels.py --parts fwd_variants): it only applies where the rational's output is
+# realized by itself; a consumer fused with it (a cast, + 1) iterates (*lead, C) again, where the
+# tiling hook above does the work, and with the hook a grouped kernel would be tiled (rows x
+# groups, D), whose narrow, non-power-of-two D wastes lanes.
+GROUPED_RANGES = False
 def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     from torch._inductor import ir
     from torch._inductor.virtualized import ops
@@ -204,9 +217,101 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
         y = ops.truediv(p, q)
         return ops.to_dtype(y, x_dtype, src_dtype=cdt) if x_dtype != cdt else y
 
-    return ir.Pointwise.create(
-        device=x.get_device(),
-        dtype=x_dtype,
-        inner_fn=inner_fn,
-        ranges=list(x.get_size()),
-    )
+    size = list(x.get_size())
+    width = spec.width
+    if not (GROUPED_RANGES and spec.groups > 1 and len(size) >= 1 and isinstance(width, sympy.Integer)
+            and int(width) > 1):
+        return ir.Pointwise.create(device=x.get_device(), dtype=x_dtype, inner_fn=inner_fn, ranges=size)
+
+    # Iterated as (*lead, G, D) and viewed back as (*lead, C): the kernel then indexes the group
+    # directly ((i // D) % G, which Inductor's loop simplification keeps as its own range because
+    # the coefficient loads have stride 0 in d), instead of ((i % C) // D) per element
+    G, D = spec.groups, int(width)
+
+    def grouped_fn(idx):
+        *lead, g, d = idx
+        return inner_fn([*lead, g * D + d])
+
+    from torch._inductor.lowering import lowerings
+
+    y = ir.Pointwise.create(device=x.get_device(), dtype=x_dtype, inner_fn=grouped_fn,
+                            ranges=[*size[:-1], sympy.Integer(G), sympy.Integer(D)])
+    return lowerings[torch.ops.aten.view.default](y, size)
+
+
+# ============================================================================
+# Tiling: the rational's Triton kernels as (rows x channels) tiles
+# ============================================================================
+#
+# Inductor flattens a contiguous pointwise kernel into one dimension, where
+# every element computes its channel's group (c = i % C, g = c // D) and
+# gathers its group's coefficients.  As 2-D tiles the coefficients are loaded
+# once per column of a tile and broadcast down its rows.  H200, 128 x 197 rows,
+# GPU time of the compiled forward (bench/results/h200_probe_2026-11-28_fwd_bf16.json for
+# C = 192, h200_rational_2026-11-28_static_nd_fwd.json against _unsplit_static.json for the rest):
+#
+#     C      dtype     1-D      2-D     (the eager kernel, 2-D: 25.2 / 9.8 us)
+#     192    bf16     13.5     8.1 us
+#     768    bf16     37.4    25.9 us
+#     768    float32  38.8    35.8 us
+#     3072   float32 143.8   141.9 us
+#     3072   bf16     88.0    97.8 us   <- wide rows: 1-D is better
+#
+# so rows of at most _ND_TILING_MAX_C channels are tiled.  Inductor's own
+# heuristic has no reason to tile (every access is contiguous or a broadcast),
+# and its switch, ``triton.prefer_nd_tiling``, is global: set for a whole KAT-T
+# training graph it doubled the first compile (31 -> 67 s) for the sake of the
+# 24 rational kernels.  So the switch is set for the kernels that compute a
+# ``flashkat::rational_fwd`` only; every other kernel's tiling is Inductor's
+# own.  ``ND_TILING = False`` turns it off.
+ND_TILING = True
+_ND_TILING_MAX_C = 1024
+
+_tiling_state: dict = {}
+
+
+def _rational_fwd_channels(node_schedule) -> Optional[int]:
+    """The widest channel count of the rational forwards a kernel computes (None: it computes none)."""
+    target = torch.ops.flashkat.rational_fwd.default
+    widest = None
+    for entry in node_schedule:
+        for snode in getattr(entry, "get_nodes", lambda: [entry])():
+            origins = getattr(getattr(snode, "node", None), "origins", None) or ()
+            for o in origins:
+                if getattr(o, "target", None) is not target:
+                    continue
+                val = o.args[0].meta.get("val") if o.args and hasattr(o.args[0], "meta") else None
+                c = val.shape[-1] if isinstance(val, torch.Tensor) and val.dim() else 1
+                if not isinstance(c, int):  # a symbolic channel count (never specialised here): keep 1-D
+                    c = _ND_TILING_MAX_C + 1
+                widest = c if widest is None else max(widest, c)
+    return widest
+
+
+def install_tiling_hook() -> None:
+    """Wrap ``SIMDScheduling.get_tiling_and_scores`` (once): pointwise kernels that compute the
+    rational's forward on rows of at most ``_ND_TILING_MAX_C`` channels are tiled as if
+    ``triton.prefer_nd_tiling`` were set."""
+    if _tiling_state.get("installed"):
+        return
+    from torch._inductor import config
+    from torch._inductor.codegen.simd import SIMDScheduling
+
+    original = SIMDScheduling.__dict__.get("get_tiling_and_scores")
+    if not isinstance(original, classmethod):  # an Inductor without this hook point: leave it alone
+        _tiling_state["installed"] = "unsupported"
+        return
+    func = original.__func__
+
+    def get_tiling_and_scores(cls, node_schedule, numel, reduction_numel=sympy.S.One, coalesce_analysis=None):
+        if ND_TILING and not config.triton.prefer_nd_tiling and reduction_numel == 1:
+            c = _rational_fwd_channels(node_schedule)
+            if c is not None and c <= _ND_TILING_MAX_C:
+                with config.patch({"triton.prefer_nd_tiling": True}):
+                    return func(cls, node_schedule, numel, reduction_numel, coalesce_analysis)
+        return func(cls, node_schedule, numel, reduction_numel, coalesce_analysis)
+
+    get_tiling_and_scores.__doc__ = func.__doc__
+    get_tiling_and_scores.__wrapped__ = func
+    SIMDScheduling.get_tiling_and_scores = classmethod(get_tiling_and_scores)
+    _tiling_state["installed"] = True
