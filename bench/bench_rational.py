@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import sys
 
@@ -107,7 +108,32 @@ def rel(out, ref):
 
 # set by --compile-mode reduce-overhead: compiled methods replay CUDA graphs, whose outputs the
 # next replay overwrites; every timed call then starts a new step and kept outputs are cloned
-CUDAGRAPHS = {"on": False, "static_inputs": False}
+CUDAGRAPHS = {"on": False, "static_inputs": False, "capture": False}
+
+
+class _CudagraphSkips(logging.Handler):
+    """Collects Inductor's "skipping cudagraphs due to ..." messages (its cudagraphs log)."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.messages: list = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "skipping cudagraphs" in msg:
+            self.messages.append(msg[:300])
+
+
+CUDAGRAPH_SKIPS = _CudagraphSkips()
+
+
+def watch_cudagraph_skips():
+    """Route Inductor's cudagraphs log (where it says why a graph is not captured) to CUDAGRAPH_SKIPS."""
+    from torch._inductor import cudagraph_utils
+
+    torch._logging.set_logs(cudagraphs=True)
+    cudagraph_utils.cudagraphs_log.addHandler(CUDAGRAPH_SKIPS)
+    cudagraph_utils.cudagraphs_log.propagate = False  # keep the recording chatter out of the log
 
 
 def stepped(call):
@@ -161,11 +187,26 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
         row["gpu_fwd_ms"], _ = gpu_time(stepped(lambda: fn(x, a, b)), calls)
     row["gpu_fwdbwd_ms"], row["kernels"] = gpu_time(
         stepped(lambda: torch.autograd.grad(fn(xr, ar, br), (xr, ar, br), dy)), calls)
+    if CUDAGRAPHS["on"]:
+        # The backward graph's replay copies dy (a tangent from outside any CUDA graph) into its
+        # own buffer: one foreach copy kernel, the same for every method.  In a model the tangent
+        # comes from the next layer's backward inside the graph, so it is reported apart.
+        row["gpu_input_copy_ms"] = sum(us for k, us in row["kernels"] if "multi_tensor_apply" in k) / 1e3
     ref_y, ref_g = refs[zero_sign]
     row["err_y"] = rel(y.detach(), ref_y)
     for k, g, r in zip(("err_dx", "err_dnum", "err_dden"), grads, ref_g):
         row[k] = rel(g, r)
     y = grads = None
+    if CUDAGRAPHS["capture"]:
+        # fresh leaves: the ones above were used on the default stream, and autograd would make the
+        # capture stream wait for it (an invalid operation during capture)
+        xc, ac, bc = (t.detach().requires_grad_() for t in (x, a, b))
+        try:
+            row["graphed_fwdbwd_ms"], row["gpu_graphed_fwdbwd_ms"] = graphed_step(
+                lambda: torch.autograd.grad(fn(xc, ac, bc), (xc, ac, bc), dy), slow)
+        except Exception as e:  # noqa: BLE001 - a method that cannot be captured is reported, not fatal
+            print(f"      graph capture failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+            row["graphed_fwdbwd_ms"] = row["gpu_graphed_fwdbwd_ms"] = None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -173,6 +214,28 @@ def bench_one(fn, zero_sign, x, a, b, dy, refs, slow):
     torch.cuda.synchronize()
     row["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return row
+
+
+def graphed_step(step, slow: bool):
+    """(wall ms, GPU ms) of ``step`` (forward + backward) captured whole into one CUDA graph by the
+    benchmark itself (torch.cuda.graph, as torch.cuda.make_graphed_callables does), after warm-up
+    on a side stream: each replay is one launch, reading x, the coefficients and dy where they lie,
+    so the wall time is the GPU's, for every method alike (compiled in the default mode, or eager)."""
+    from triton.testing import do_bench
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: CUDA calls of other threads (the profiler's, autograd's) do not void the capture
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        step()
+    ms = do_bench(graph.replay, warmup=10 if slow else 50, rep=20 if slow else 200, return_mode="median")
+    gpu_ms, _ = gpu_time(graph.replay, 1 if slow else 5)
+    return ms, gpu_ms
 
 
 def gpu_time(call, calls: int = 5):
@@ -203,6 +266,10 @@ def main(argv=None):
     ap.add_argument("--compile-mode", default=None,
                     help="torch.compile mode= for every compiled method (e.g. reduce-overhead: CUDA graphs, "
                          "which take the per-call CPU cost out of the wall-clock times)")
+    ap.add_argument("--graph-capture", action="store_true",
+                    help="also time forward + backward captured whole into one CUDA graph by the benchmark "
+                         "(default compile mode only): the wall time without any per-launch CPU cost or "
+                         "input copy")
     ap.add_argument("--static-inputs", action="store_true",
                     help="with CUDA graphs: mark x and the coefficients as static addresses, so that each "
                          "replay reads them in place instead of copying them into the graph's buffers (as a "
@@ -219,9 +286,16 @@ def main(argv=None):
     names = args.methods.split(",") if args.methods else list(methods(args.suite))
     CUDAGRAPHS["on"] = args.compile_mode in ("reduce-overhead", "max-autotune")
     CUDAGRAPHS["static_inputs"] = args.static_inputs
+    CUDAGRAPHS["capture"] = args.graph_capture
+    assert not (args.graph_capture and CUDAGRAPHS["on"]), "--graph-capture captures default-mode functions"
+    if args.graph_capture:  # the process's first capture on a trivial op, where its lazy set-up cannot fail a case
+        t = torch.ones(8, device="cuda")
+        graphed_step(lambda: t * 2.0, slow=True)
+    if CUDAGRAPHS["on"]:
+        watch_cudagraph_skips()
     stamp = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
              "date": datetime.date.today().isoformat(), "compile_mode": args.compile_mode or "default",
-             "static_inputs": args.static_inputs}
+             "static_inputs": args.static_inputs, "graph_capture": args.graph_capture}
     rows = []
     out = args.out or os.path.join(HERE, "results", f"rational_{stamp['date']}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -251,11 +325,18 @@ def main(argv=None):
             for name in names:
                 fn, zs = all_methods[name]
                 slow = name == "kat_atomic_triton"
+                from torch._dynamo.utils import counters
+
+                skips_before = counters["inductor"]["cudagraph_skips"]
+                CUDAGRAPH_SKIPS.messages.clear()
                 try:
                     r = bench_one(fn, zs, x, a, b, dy, refs, slow)
                 except Exception as e:  # a peer that cannot run a case is reported, not fatal
                     print(f"  {name} {dname} {shape}: FAILED {type(e).__name__}: {str(e)[:200]}")
                     continue
+                if CUDAGRAPHS["on"]:
+                    r["cudagraph_skips"] = counters["inductor"]["cudagraph_skips"] - skips_before
+                    r["cudagraph_skip_reasons"] = sorted(set(CUDAGRAPH_SKIPS.messages))
                 row = dict(stamp, dtype=dname, shape="x".join(map(str, shape)), method=name, copy_gbps=round(cg, 1),
                            **{f"{p}_gbps": effective_gbps(p, nbytes, r[f"{p}_ms"]) for p in PHASE_ELEMENTS}, **r)
                 rows.append(row)
@@ -265,6 +346,12 @@ def main(argv=None):
                       f"of copy)  GPU fwd {r['gpu_fwd_ms']:.3f} f+b {r['gpu_fwdbwd_ms']:.3f} ms  err y {r['err_y']:.1e} dx {r['err_dx']:.1e} dnum {r['err_dnum']:.1e} "
                       f"dden {r['err_dden']:.1e}  peak {r['peak_mb']:.0f} MB", flush=True)
                 print("      GPU f+b: " + ", ".join(f"{k[:48]} {v:.1f} us" for k, v in r["kernels"]), flush=True)
+                if r.get("graphed_fwdbwd_ms") is not None:
+                    print(f"      one CUDA graph per step: f+b {r['graphed_fwdbwd_ms']:.3f} ms wall, "
+                          f"{r['gpu_graphed_fwdbwd_ms']:.3f} ms GPU", flush=True)
+                if CUDAGRAPHS["on"]:
+                    print(f"      CUDA graphs: dy copy {r['gpu_input_copy_ms']:.3f} ms of GPU f+b; graphs not "
+                          f"captured: {r['cudagraph_skips']} {r['cudagraph_skip_reasons']}", flush=True)
             del x, dy, refs
             torch.cuda.empty_cache()
     save()

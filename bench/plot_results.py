@@ -6,6 +6,7 @@
     python bench/plot_results.py ROWS.json --outdir /tmp/plots --no-plots --table-out table.md
     python bench/plot_results.py --merge h200_rational_2026-11-29 A.json B.json   # two runs as one set
     python bench/plot_results.py ROWS.json --gpu-time        # GPU kernel time (gpu_*_ms) instead of do_bench
+    python bench/plot_results.py ROWS.json --graphed --phase fwdbwd   # one CUDA graph per step (--graph-capture)
 
 For each JSON file and each dtype in it, one PNG beside the file (or in --outdir),
 named ``<stem>_<dtype>.png``, with one row per phase (forward, backward,
@@ -143,6 +144,23 @@ def gpu_time_rows(rows: list) -> list:
         for p in PHASES:
             r[f"{p}_ms"] = times[p]
             r[f"{p}_gbps"] = _gbps(r, p, times[p]) if times[p] is not None else None
+        out.append(r)
+    return out
+
+
+def graphed_rows(rows: list) -> list:
+    """The rows that carry bench_rational --graph-capture's times (forward + backward captured
+    whole into one CUDA graph per step, timed by do_bench on its replay), with it as their
+    forward + backward time; forward and backward alone are not captured (use --phase fwdbwd)."""
+    out = []
+    for r in rows:
+        fb = _num(r.get("graphed_fwdbwd_ms"))
+        if fb is None:
+            continue
+        r = {k: v for k, v in r.items() if not k.startswith("graphed_") and not k.startswith("gpu_")}
+        for p in PHASES:
+            r[f"{p}_ms"] = fb if p == "fwdbwd" else None
+            r[f"{p}_gbps"] = _gbps(r, p, fb) if p == "fwdbwd" else None
         out.append(r)
     return out
 
@@ -394,6 +412,9 @@ def main(argv=None) -> int:
                     "first file)")
     ap.add_argument("--table-out", default=None, help="also write the markdown table(s) to this file")
     ap.add_argument("--log-gbps", action="store_true", help="log scale for GB/s (small shapes stay visible)")
+    ap.add_argument("--graphed", action="store_true",
+                    help="use the rows' graphed_fwdbwd_ms (bench_rational --graph-capture: one CUDA graph "
+                         "per forward + backward step) as their forward + backward time; with --phase fwdbwd")
     ap.add_argument("--gpu-time", action="store_true",
                     help="use the rows' GPU kernel time (gpu_*_ms) instead of the do_bench medians; backward = "
                     "f+b - forward; names get a _gpu suffix")
@@ -432,6 +453,8 @@ def main(argv=None) -> int:
         rows = merge_duplicates(rows)
         if args.gpu_time:
             name, rows = f"{name}_gpu", gpu_time_rows(rows)
+        elif args.graphed:
+            name, rows = f"{name}_graphed", graphed_rows(rows)
         if args.dtypes:
             keep = args.dtypes.split(",")
             rows = [r for r in rows if r["dtype"] in keep]

@@ -9,6 +9,8 @@
 2. Forward, compiled (``backend="flashkat"``, the ``flashkat::rational_fwd`` pointwise lowering) under
    Inductor option sets (default, ``triton.prefer_nd_tiling``, pointwise autotuning), against the
    eager kernel: GPU time per call, and the generated Triton source written to ``--code-dir``.
+3. ``--parts fwd_variants``: the forward lowering's own variants (2-D tiles through the tiling
+   hook, 1-D over (*lead, C), 1-D over (*lead, G, D)), GPU time of the compiled forward alone.
 
 One JSON row per measurement; the largest speed-ups are printed at the end.
 """
@@ -129,6 +131,39 @@ def probe_forward(rows: list, shapes, dtypes, calls: int, code_dir) -> None:
                             fh.write("\n".join(code))
 
 
+# the forward lowering's iteration-space variants: (forward.ND_TILING, forward.GROUPED_RANGES)
+FWD_VARIANTS = {"flat_hooked": (True, False), "flat_1d": (False, False), "grouped_1d": (False, True)}
+
+
+def probe_forward_variants(rows: list, shapes, dtypes, calls: int) -> None:
+    """GPU time of the compiled forward alone under each of the lowering's variants."""
+    from flashkat_inductor.lowerings import forward as fw
+
+    saved = fw.ND_TILING, fw.GROUPED_RANGES
+    try:
+        for dname in dtypes:
+            dt = DTYPES[dname]
+            for R, C in shapes:
+                g = torch.Generator(device="cuda").manual_seed(0)
+                x = torch.randn(128, R // 128, C, device="cuda", generator=g).to(dt)
+                a = torch.randn(1, 6, device="cuda", generator=g) * 0.3
+                b = torch.randn(8, 4, device="cuda", generator=g) * 0.3
+                for vname, (nd, grouped) in FWD_VARIANTS.items():
+                    fw.ND_TILING, fw.GROUPED_RANGES = nd, grouped
+                    torch._dynamo.reset()
+                    cf = torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+                                       backend="flashkat", dynamic=False)
+                    run = lambda: cf(x, a, b)  # noqa: E731
+                    run()
+                    per = gpu_activities(run, calls)
+                    us = sum(u for u, _n in per.values())
+                    rows.append({"part": "fwd_variant", "dtype": dname, "R": R, "C": C, "method": vname,
+                                 "us": us, "kernels": sorted(per)[:3]})
+                    print(f"fwd {dname:9s} {R}x{C:<5d} {vname:12s} {us:8.1f} us", flush=True)
+    finally:
+        fw.ND_TILING, fw.GROUPED_RANGES = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -144,9 +179,11 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
     rows: list = []
     try:
-        if "fwd" in args.parts:
+        if "fwd" in args.parts.split(","):
             probe_forward(rows, shapes, dtypes, args.calls, args.code_dir)
-        if "bwd" in args.parts:
+        if "fwd_variants" in args.parts.split(","):
+            probe_forward_variants(rows, shapes, dtypes, args.calls)
+        if "bwd" in args.parts.split(","):
             probe_backward(rows, shapes, dtypes, args.calls)
     finally:
         meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -11,8 +11,8 @@
 # at most 1024 channels.
 OUT_NAME=h200_capture
 source "$(dirname "$0")/device_prelude.sh"
-step rational_capture "${S1:-240}" python3 bench/bench_rational.py --dtypes float32,bfloat16 \
-    --shapes 128x197x3072,128x197x768 \
+step rational_capture "${S1:-240}" python3 bench/bench_rational.py --dtypes "${DTYPES:-float32,bfloat16}" \
+    --shapes "${SHAPES:-128x197x3072,128x197x768}" \
     --methods inductor_safe_pau,flashkat_compiled_pau,flashkat_compiled_op,flashkat_ops_eager \
     --graph-capture --out "$OUT/rational_capture.json"
 grep -E "^(float32|bfloat16)|one CUDA graph|capture failed|GPU f\+b|FAILED" "$OUT/rational_capture.log" | cut -c1-260
