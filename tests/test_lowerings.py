@@ -425,22 +425,25 @@ result["train_errs"] = train
 _, cp = run_and_get_code(torch.compile(lambda x: torch.sin(x * 2.0) + 1.0, backend="inductor", fullgraph=True),
                          torch.randn(4, 7, 64))
 result["plain_1d"] = "def triton_poi" in "\n".join(cp) and "YBLOCK" not in "\n".join(cp)
-# and rows wider than forward._ND_TILING_MAX_C channels stay 1-D (measured faster there)
+# and rows whose width is a multiple of forward._FLAT_BLOCK_MAX stay 1-D (loads once per thread there)
 aw, bw_ = coefficients(6, 4, 1, 8, kind="gelu")
 _, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
                                        backend="inductor", fullgraph=True), torch.randn(2, 3, 2048), aw, bw_)
 result["wide_1d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" not in "\n".join(cw)
+_, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+                                       backend="inductor", fullgraph=True), torch.randn(2, 3, 1536), aw, bw_)
+result["wide_2d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" in "\n".join(cw)
 # forward.GROUPED_RANGES (off by default): a rational realized on its own (here: no consumer to fuse
-# with) iterates (*lead, G, D), the group index a range of its own
+# with) iterates (*lead, G, D), the group index a range of its own, and the tiling hook leaves it 1-D
 from flashkat_inductor.lowerings import forward as fw
-fw.GROUPED_RANGES, fw.ND_TILING = True, False
+fw.GROUPED_RANGES = True
 xg = torch.randn(2, 3, 64)
 yg, cg = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat"),
                                         backend="inductor", fullgraph=True), xg, aw, bw_)
-fw.GROUPED_RANGES, fw.ND_TILING = False, True
+fw.GROUPED_RANGES = False
 cg = "\n".join(cg)
 result["grouped"] = [rel_err(yg, reference_forward(2 * xg, aw, bw_, "safe")),
-                     len(re.findall(r"def (triton_poi\w+)\(", cg)), "((xindex // 8) % 8)" in cg]
+                     len(re.findall(r"def (triton_poi\w+)\(", cg)), "((xindex // 8) % 8)" in cg and "YBLOCK" not in cg]
 
 xb = torch.randn(3, 11, 80).to(torch.bfloat16)
 ab, bb = coefficients(6, 4, 1, 8, form="safe")
@@ -479,8 +482,9 @@ def test_triton_template_on_cpu_interpreter():
     # forward: x * 2, the rational and + 1 in one Triton kernel; backward through the template
     fwd = [k for k in res["fwd_kernels"] if "rational_fwd" in k]
     assert len(fwd) == 1 and "add" in fwd[0] and "mul" in fwd[0] and len(res["fwd_kernels"]) == 1, res
-    # tiled rows x channels (forward.ND_TILING), while other pointwise kernels keep Inductor's choice
-    assert res["fwd_2d"] and res["plain_1d"] and res["wide_1d"], res
+    # tiled rows x channels (forward.ND_TILING) unless C is a multiple of 1024 (2048: 1-D, 1536: 2-D),
+    # while other pointwise kernels keep Inductor's choice
+    assert res["fwd_2d"] and res["plain_1d"] and res["wide_1d"] and res["wide_2d"], res
     err, n_kernels, grouped_index = res["grouped"]
     assert err <= F32_BOUND and n_kernels == 1 and grouped_index, res["grouped"]
     assert res["bwd_template"], res

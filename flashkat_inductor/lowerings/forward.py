@@ -244,20 +244,29 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
 # ============================================================================
 #
 # Inductor flattens a contiguous pointwise kernel into one dimension, where
-# every element computes its channel's group (c = i % C, g = c // D) and
-# gathers its group's coefficients.  As 2-D tiles the coefficients are loaded
-# once per column of a tile and broadcast down its rows.  H200, 128 x 197 rows,
-# GPU time of the compiled forward (bench/results/h200_probe_2026-11-28_fwd_bf16.json for
-# C = 192, h200_rational_2026-11-28_static_nd_fwd.json against _unsplit_static.json for the rest):
+# every element computes its channel's group (c = i % C, g = c // D).  Triton
+# proves g constant over a thread's elements, and loads each coefficient once
+# per thread, only when C is a multiple of the block (i % C is then contiguous
+# over the whole block); otherwise it gathers the coefficients per element
+# (sm_90 builds of the bf16 kernel, 8 elements per thread: 39 loads and 376
+# instructions at C = 192 / 768 / 1536, 11 and 224 at 3072).  As 2-D tiles the
+# coefficients are loaded once per column of a tile and broadcast down its
+# rows.  H200, 128 x 197 rows, GPU time of the compiled forward
+# (bench/results/h200_probe_2026-11-28_fwd_bf16.json for C = 192,
+# h200_rational_2026-11-28_static_nd_fwd.json against _unsplit_static.json for
+# the rest, _fastrcp_widths.json for 1536):
 #
 #     C      dtype     1-D      2-D     (the eager kernel, 2-D: 25.2 / 9.8 us)
 #     192    bf16     13.5     8.1 us
 #     768    bf16     37.4    25.9 us
 #     768    float32  38.8    35.8 us
+#     1536   bf16     81.0      -       (Inductor's PAU forward, 1-D, index (i // D) % G: 44 us)
 #     3072   float32 143.8   141.9 us
-#     3072   bf16     88.0    97.8 us   <- wide rows: 1-D is better
+#     3072   bf16     88.0    97.8 us   <- C a multiple of the block: 1-D is better
 #
-# so rows of at most _ND_TILING_MAX_C channels are tiled.  Inductor's own
+# so the rational's kernels are tiled unless C is a multiple of
+# _FLAT_BLOCK_MAX, the largest block of Inductor's 1-D pointwise configs
+# (1536 is tiled on the evidence above, not yet timed so).  Inductor's own
 # heuristic has no reason to tile (every access is contiguous or a broadcast),
 # and its switch, ``triton.prefer_nd_tiling``, is global: set for a whole KAT-T
 # training graph it doubled the first compile (31 -> 67 s) for the sake of the
@@ -265,33 +274,37 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
 # ``flashkat::rational_fwd`` only; every other kernel's tiling is Inductor's
 # own.  ``ND_TILING = False`` turns it off.
 ND_TILING = True
-_ND_TILING_MAX_C = 1024
+_FLAT_BLOCK_MAX = 1024
 
 _tiling_state: dict = {}
 
 
-def _rational_fwd_channels(node_schedule) -> Optional[int]:
-    """The widest channel count of the rational forwards a kernel computes (None: it computes none)."""
+def _wants_tiles(node_schedule) -> bool:
+    """True if the kernel computes a rational forward over (*lead, C) whose C is static and not a
+    multiple of _FLAT_BLOCK_MAX (a symbolic C, or one iterated as (*lead, G, D), stays 1-D)."""
     target = torch.ops.flashkat.rational_fwd.default
-    widest = None
+    found = False
     for entry in node_schedule:
         for snode in getattr(entry, "get_nodes", lambda: [entry])():
-            origins = getattr(getattr(snode, "node", None), "origins", None) or ()
-            for o in origins:
+            buf = getattr(snode, "node", None)
+            for o in getattr(buf, "origins", None) or ():
                 if getattr(o, "target", None) is not target:
                     continue
                 val = o.args[0].meta.get("val") if o.args and hasattr(o.args[0], "meta") else None
-                c = val.shape[-1] if isinstance(val, torch.Tensor) and val.dim() else 1
-                if not isinstance(c, int):  # a symbolic channel count (never specialised here): keep 1-D
-                    c = _ND_TILING_MAX_C + 1
-                widest = c if widest is None else max(widest, c)
-    return widest
+                c = val.shape[-1] if isinstance(val, torch.Tensor) and val.dim() else None
+                if not isinstance(c, int) or c % _FLAT_BLOCK_MAX == 0:
+                    return False  # symbolic (never specialised here), or 1-D loads once per thread
+                size = buf.get_size() if hasattr(buf, "get_size") else ()
+                if not size or size[-1] != c:
+                    return False  # not iterated (*lead, C): e.g. the rational's own (*lead, G, D)
+                found = True
+    return found
 
 
 def install_tiling_hook() -> None:
     """Wrap ``SIMDScheduling.get_tiling_and_scores`` (once): pointwise kernels that compute the
-    rational's forward on rows of at most ``_ND_TILING_MAX_C`` channels are tiled as if
-    ``triton.prefer_nd_tiling`` were set."""
+    rational's forward on rows whose width is not a multiple of ``_FLAT_BLOCK_MAX`` are tiled as
+    if ``triton.prefer_nd_tiling`` were set."""
     if _tiling_state.get("installed"):
         return
     from torch._inductor import config
@@ -304,11 +317,10 @@ def install_tiling_hook() -> None:
     func = original.__func__
 
     def get_tiling_and_scores(cls, node_schedule, numel, reduction_numel=sympy.S.One, coalesce_analysis=None):
-        if ND_TILING and not config.triton.prefer_nd_tiling and reduction_numel == 1:
-            c = _rational_fwd_channels(node_schedule)
-            if c is not None and c <= _ND_TILING_MAX_C:
-                with config.patch({"triton.prefer_nd_tiling": True}):
-                    return func(cls, node_schedule, numel, reduction_numel, coalesce_analysis)
+        if (ND_TILING and not config.triton.prefer_nd_tiling and reduction_numel == 1
+                and _wants_tiles(node_schedule)):
+            with config.patch({"triton.prefer_nd_tiling": True}):
+                return func(cls, node_schedule, numel, reduction_numel, coalesce_analysis)
         return func(cls, node_schedule, numel, reduction_numel, coalesce_analysis)
 
     get_tiling_and_scores.__doc__ = func.__doc__
