@@ -88,7 +88,8 @@ table checks the ratio against the ViT measured in the same run (and shows the i
 ViT numbers for reference).
 
 ``--plot`` writes a bar chart (median ms/step per method, grouped by model and dtype)
-beside the JSON, with the same name and a .png suffix, when matplotlib is importable.
+beside the JSON, with the same name and a .png suffix, when matplotlib is importable;
+``--plot-only F.json ...`` writes it for results files measured elsewhere.
 """
 from __future__ import annotations
 
@@ -449,6 +450,9 @@ def plot(rows, png: str) -> None:
         return
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * len(methods) / 2), 4.5))
+    every = [r["step_ms_median"] for r in rows if r.get("step_ms_median")]
+    if every and max(every) > 20 * min(every):  # KAT's atomic kernels beside the rest: log scale
+        ax.set_yscale("log")
     for i, m in enumerate(methods):
         xs, ys = [], []
         for j, (model, dtype) in enumerate(groups):
@@ -461,8 +465,9 @@ def plot(rows, png: str) -> None:
     ax.set_xticks(range(len(groups)), [f"{m}\n{d}" for m, d in groups])
     ax.set_ylabel("ms / training step (median)")
     stamp = rows[0]
-    ax.set_title(f"training step, batch {stamp['batch']}, {stamp['img_size']}x{stamp['img_size']}: "
-                 f"{stamp['device']}", fontsize=9)
+    mode = stamp.get("compile_mode") or "default"
+    ax.set_title(f"training step, batch {stamp['batch']}, {stamp['img_size']}x{stamp['img_size']}, compile mode "
+                 f"{mode}\n{stamp['device']}, torch {stamp.get('torch', '?')}, {stamp.get('date', '')}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
@@ -491,11 +496,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", action="store_true", help="bar chart PNG beside the JSON (needs matplotlib)")
+    ap.add_argument("--plot-only", nargs="+", default=None, metavar="JSON",
+                    help="measure nothing: write the bar chart of each given results file beside it")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="after timing, STEPS more steps under torch.profiler (CUDA): GPU-busy ms per step, "
                          "kernel launches per step and the largest kernels, in the row and on stdout")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/train_<device tag>_<date>.json)")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        for path in args.plot_only:
+            with open(path) as f:
+                plot(json.load(f), os.path.splitext(path)[0] + ".png")
+        return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
