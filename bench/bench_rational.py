@@ -277,6 +277,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     assert torch.cuda.is_available(), "this benchmark needs a CUDA device"
     import triton
+    from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
     shapes = SUITE_SHAPES if args.suite else BASIC_SHAPES
@@ -325,8 +326,6 @@ def main(argv=None):
             for name in names:
                 fn, zs = all_methods[name]
                 slow = name == "kat_atomic_triton"
-                from torch._dynamo.utils import counters
-
                 skips_before = counters["inductor"]["cudagraph_skips"]
                 CUDAGRAPH_SKIPS.messages.clear()
                 try:

@@ -190,9 +190,11 @@ def denominator_inputs(spec: LoweringSpec, xv):
 # 89% of copy, against 37.4 us at 768, 81 us at 1536).  Off until the H200 has timed it
 # (bench/probe_kernels.py --parts fwd_variants): it only applies where the rational's output is
 # realized by itself; a consumer fused with it (a cast, + 1) iterates (*lead, C) again, where the
-# tiling hook above does the work, and with the hook a grouped kernel would be tiled (rows x
-# groups, D), whose narrow, non-power-of-two D wastes lanes.
+# tiling hook below does the work.  The hook leaves grouped kernels 1-D (as tiles they would be
+# (rows x groups, D), whose narrow, non-power-of-two D wastes lanes).
 GROUPED_RANGES = False
+
+
 def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     from torch._inductor import ir
     from torch._inductor.virtualized import ops
