@@ -89,9 +89,18 @@ def source_hash(files: Optional[tuple] = None, root: str = PACKAGE_DIR) -> str:
 
 
 def _switches() -> tuple:
-    """Environment switches that change what the passes produce (part of the cache key)."""
-    return tuple(os.environ.get(k, "") for k in ("FLASHKAT_DYNAMIC_REWRITES", "FLASHKAT_NO_LOWERINGS",
-                                                 "FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS"))
+    """What changes the code a compile produces besides the sources (part of the cache key):
+    the environment switches, and the lowerings' module-level switches (forward.ND_TILING,
+    forward.GROUPED_RANGES, the backward's mode, configs and FAST_RCP override...), which tests
+    and benchmarks flip in one process.  Without them a second compile after a flip would be
+    served the first one's code by the FX graph cache."""
+    from .lowerings import backward as bw, forward as fw
+
+    env = tuple(os.environ.get(k, "") for k in ("FLASHKAT_DYNAMIC_REWRITES", "FLASHKAT_NO_LOWERINGS",
+                                                "FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS"))
+    lowering = (fw.lowering_switches(), bw._PROGRAMS_PER_SM, bw._NOMINAL_BLOCK_C, bw._MIN_ROWS_PER_PROGRAM,
+                repr(sorted(bw._state.items())))
+    return env + (repr(lowering),)
 
 
 # ----------------------------------------------------------------------------

@@ -188,3 +188,18 @@ def test_uuid_follows_the_switches(monkeypatch):
     before = JOINT_PASS.uuid()
     monkeypatch.setenv("FLASHKAT_DYNAMIC_REWRITES", "0")  # the opt-out (dynamic rewrites are on by default)
     assert JOINT_PASS.uuid() != before
+
+
+def test_uuid_follows_the_lowering_switches(monkeypatch):
+    """The lowerings' module-level switches change the generated code, so they are in the cache
+    key: a compile after a flip is not served the previous code by the FX graph cache."""
+    from flashkat_inductor.lowerings import backward as bw, forward as fw
+
+    before = JOINT_PASS.uuid()
+    for name in ("ND_TILING", "GROUPED_RANGES", "EXPANDED_COEFFICIENTS"):
+        monkeypatch.setattr(fw, name, not getattr(fw, name))
+        assert JOINT_PASS.uuid() != before and POST_GRAD_PASS.uuid() != before, name
+        monkeypatch.undo()
+        assert JOINT_PASS.uuid() == before
+    monkeypatch.setitem(bw._state, "configs", [(8, 64, 4, 1)])
+    assert JOINT_PASS.uuid() != before
