@@ -427,23 +427,49 @@ _, cp = run_and_get_code(torch.compile(lambda x: torch.sin(x * 2.0) + 1.0, backe
 result["plain_1d"] = "def triton_poi" in "\n".join(cp) and "YBLOCK" not in "\n".join(cp)
 # and rows whose width is a multiple of forward._FLAT_BLOCK_MAX stay 1-D (loads once per thread there)
 aw, bw_ = coefficients(6, 4, 1, 8, kind="gelu")
-_, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+_, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat") + 1.0,
                                        backend="inductor", fullgraph=True), torch.randn(2, 3, 2048), aw, bw_)
 result["wide_1d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" not in "\n".join(cw)
-_, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+_, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat") + 1.0,
                                        backend="inductor", fullgraph=True), torch.randn(2, 3, 1536), aw, bw_)
 result["wide_2d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" in "\n".join(cw)
-# forward.GROUPED_RANGES (off by default): a rational realized on its own (here: no consumer to fuse
-# with) iterates (*lead, G, D), the group index a range of its own, and the tiling hook leaves it 1-D
+# forward.GROUPED_RANGES: a rational realized on its own (here: no consumer to fuse with) iterates
+# (*lead, G, D), the group index a range of its own, and the tiling hook leaves it 1-D
 from flashkat_inductor.lowerings import forward as fw
-fw.GROUPED_RANGES = True
+assert fw.GROUPED_RANGES and fw.EXPANDED_COEFFICIENTS  # the defaults
 xg = torch.randn(2, 3, 64)
 yg, cg = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat"),
                                         backend="inductor", fullgraph=True), xg, aw, bw_)
-fw.GROUPED_RANGES = False
 cg = "\n".join(cg)
 result["grouped"] = [rel_err(yg, reference_forward(2 * xg, aw, bw_, "safe")),
                      len(re.findall(r"def (triton_poi\w+)\(", cg)), "((xindex // 8) % 8)" in cg and "YBLOCK" not in cg]
+# forward.EXPANDED_COEFFICIENTS: bf16 x at 7 x 33 x 200, every grouping and form, a zero row, fused
+# into a consumer (* 3): [error, error of the exact rational rounded to bf16, then * 3 in bf16, the (k, 200) expansion kernel,
+# kernels, no c // D left in the main kernel's loads, rows expanded]; and a bf16 rational realized
+# by itself: iterated (*lead, G, D), its expansion dropped as dead code
+expanded = []
+for gn, gd, form, zs in ((8, 8, "safe", "kat"), (1, 8, "signed", "kat"), (8, 1, "abs_sum", "torch"),
+                         (4, 4, "safe", "torch"), (1, 1, "safe", "kat")):
+    ae, be = coefficients(6, 4, gn, gd, form=form, zeros=True)
+    xe = torch.randn(7, 33, 200).to(torch.bfloat16)
+    xe[0, 0, :3] = 0.0
+    ye, ce = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form=form, zero_sign=zs) * 3.0,
+                                            backend="inductor", fullgraph=True), xe, ae, be)
+    ce = "\n".join(ce)
+    rows = (6 if gn > 1 else 0) + (4 if gd > 1 else 0)
+    main = ce[ce.rindex("def triton_poi"):]
+    ref = 3 * reference_forward(xe, ae, be, form)
+    expanded.append([rel_err(ye, ref), rel_err(reference_forward(xe, ae, be, form).to(torch.bfloat16) * 3.0, ref),
+                     f"xnumel = {{rows * 200}}" in ce, len(re.findall(r"def (triton_poi\w+)\(", ce)),
+                     f"// {{200 // max(gn, gd)}})" not in main, rows])
+result["expanded"] = expanded
+ae, be = coefficients(6, 4, 1, 8, form="safe")
+xe = torch.randn(7, 33, 200).to(torch.bfloat16)
+ye, ce = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+                                        backend="inductor", fullgraph=True), xe, ae, be)
+ce = "\n".join(ce)
+result["bf16_alone"] = [rel_err(ye, reference_forward(xe, ae, be, "safe")), len(re.findall(r"def (triton_poi\w+)\(", ce)),
+                        "((xindex // 25) % 8)" in ce]
 
 xb = torch.randn(3, 11, 80).to(torch.bfloat16)
 ab, bb = coefficients(6, 4, 1, 8, form="safe")
@@ -482,6 +508,13 @@ def test_triton_template_on_cpu_interpreter():
     # forward: x * 2, the rational and + 1 in one Triton kernel; backward through the template
     fwd = [k for k in res["fwd_kernels"] if "rational_fwd" in k]
     assert len(fwd) == 1 and "add" in fwd[0] and "mul" in fwd[0] and len(res["fwd_kernels"]) == 1, res
+    # bf16, fused into a consumer: the grouped coefficient rows are read expanded over the channels
+    # (one extra k x C kernel); realized by itself: (*lead, G, D), one kernel
+    for err, rounding, expansion_kernel, n_kernels, no_group_division, rows in res["expanded"]:
+        assert err <= 2 * rounding + 1e-6 and no_group_division, res["expanded"]
+        assert (expansion_kernel, n_kernels) == ((True, 2) if rows else (False, 1)), res["expanded"]
+    err, n_kernels, grouped_index = res["bf16_alone"]
+    assert err <= 1e-2 and n_kernels == 1 and grouped_index, res["bf16_alone"]
     # tiled rows x channels (forward.ND_TILING) unless C is a multiple of 1024 (2048: 1-D, 1536: 2-D),
     # while other pointwise kernels keep Inductor's choice
     assert res["fwd_2d"] and res["plain_1d"] and res["wide_1d"] and res["wide_2d"], res

@@ -125,6 +125,15 @@ def load_as(loader: Callable, index, src_dtype: torch.dtype, dtype: torch.dtype)
     return v
 
 
+def generates_triton(device) -> bool:
+    """True where Inductor emits Triton for ``device``: CUDA, or a CPU with cpu_backend="triton"."""
+    from torch._inductor import config
+
+    if device is None:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and getattr(config, "cpu_backend", "cpp") == "triton")
+
+
 def coefficient_row(spec: LoweringSpec, node, g, *, absolute: bool) -> list:
     """The k coefficients of group ``g`` (a sympy index) as ops values in the compute dtype."""
     from torch._inductor.virtualized import ops
@@ -181,18 +190,97 @@ def denominator_inputs(spec: LoweringSpec, xv):
 # The lowering
 # ============================================================================
 # GROUPED_RANGES: iterate the forward as (*lead, G, D) instead of (*lead, C), so that a 1-D kernel
-# indexes the group as (i // D) % G rather than (i % C) // D.  Triton proves the former constant
-# over each thread's 8 elements (i is contiguous over the whole block) and loads each coefficient
-# once per thread; for the latter it can only when C is a multiple of the block (3072 = 3 x 1024,
-# not 192 / 768 / 1536), else it gathers per element.  sm_90 builds of the bf16 kernel, 8 elements
-# per thread, at 192 / 768 / 1536 channels: 216 instructions and 11 loads grouped, against 376
-# and 39 flat (224 and 11 flat at 3072, which is why the flat 1-D kernel is fast there: 88 us,
-# 89% of copy, against 37.4 us at 768, 81 us at 1536).  Off until the H200 has timed it
-# (bench/probe_kernels.py --parts fwd_variants): it only applies where the rational's output is
-# realized by itself; a consumer fused with it (a cast, + 1) iterates (*lead, C) again, where the
-# tiling hook below does the work.  The hook leaves grouped kernels 1-D (as tiles they would be
-# (rows x groups, D), whose narrow, non-power-of-two D wastes lanes).
-GROUPED_RANGES = False
+# indexes the group as (i // D) % G, a loop variable of its own, rather than (i % C) // D per
+# element.  It applies where the rational's output is realized by itself (its consumer a matmul,
+# or nothing); a consumer fused with it (a cast, + 1, a dropout) inlines it and iterates
+# (*lead, C) again, where the tiling hook below and EXPANDED_COEFFICIENTS do the work.  The hook
+# leaves grouped kernels 1-D (as tiles they would be (rows x groups, D), whose narrow,
+# non-power-of-two D wastes lanes).
+#
+# EXPANDED_COEFFICIENTS: in such a fused (*lead, C) kernel, on Triton, with 16-bit x and C not a
+# multiple of _FLAT_BLOCK_MAX, read each grouped coefficient row from a (k, C) copy expanded over
+# the channels (coef[i, c] = row[c // D][i], |.| applied for the denominator; one tiny kernel of
+# k x C elements per call) instead of from the (G, k) parameter at c // D: a thread's consecutive
+# channels then read consecutive addresses, which Triton vectorises (sm_90 builds of the bf16
+# kernel at 768, 8 elements per thread: 360 instructions and 21 loads, against 696 and 81).  Where
+# the rational is realized by itself the expansion is dead code, which Inductor's scheduler drops.
+#
+# GPU time of the compiled forward alone, 128 x 197 rows, H200, us
+# (bench/results/h200_fwd_variants_2026-11-29.json: bench/probe_kernels.py --parts fwd_variants;
+# "expanded" includes its 0.9 us kernel):
+#
+#     C     dtype   flat 1-D  tiled  grouped 1-D  expanded 1-D  expanded tiled  Inductor's PAU
+#     192   bf16      10.2     8.9       6.0          8.7            7.7            6.0
+#     768   bf16      37.2    28.7      23.4         28.3           25.9           23.5
+#     1536  bf16      72.5    52.6      44.7         54.0           47.4           44.9
+#     3072  bf16      87.0    87.1      86.9           -              -            86.7
+#     192   f32       10.2     7.8       7.4          8.9           11.4            7.5
+#     768   f32       39.6    37.6      37.8         39.4           39.1           37.8
+#     1536  f32       77.1    74.1      74.1         76.5           74.6           74.0
+#     3072  f32      146.5   146.0     146.3           -              -           146.3
+#
+# so grouped wherever it applies (Inductor's PAU, written on a (..., G, D) view, is indexed the
+# same way), and, fused, tiles, expanded in bf16 only (float32 gains nothing from it).  At C a
+# multiple of _FLAT_BLOCK_MAX Triton proves c // D constant over a thread's elements and loads
+# each coefficient once (224 instructions, 11 loads at 3072): nothing is expanded there, nor on
+# Inductor's C++ backend, which broadcasts one scalar per vector already (see the top).
+GROUPED_RANGES = True
+EXPANDED_COEFFICIENTS = True
+
+
+def lowering_switches() -> tuple:
+    """The forward lowering's switches, for the passes' cache key (backend._switches)."""
+    return (ND_TILING, GROUPED_RANGES, EXPANDED_COEFFICIENTS, _FLAT_BLOCK_MAX)
+
+
+def _expands(spec: LoweringSpec, x) -> bool:
+    c = spec.channels
+    return (EXPANDED_COEFFICIENTS and spec.groups > 1 and isinstance(c, sympy.Integer)
+            and int(c) % _FLAT_BLOCK_MAX != 0 and x.get_dtype() in (torch.bfloat16, torch.float16)
+            and generates_triton(x.get_device()))
+
+
+def expanded_rows(spec: LoweringSpec, parts: list) -> Callable:
+    """A loader of one realized (k1 + k2 + ..., C) buffer holding, for each ``(node, absolute)`` of
+    ``parts`` in turn, its k rows expanded over the channels: ``node[c // D, i]`` (|.| if
+    ``absolute``) in the compute dtype.  One buffer, so one tiny kernel per call."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import ops
+
+    pieces, start = [], 0
+    for node, absolute in parts:
+        k = int(node.get_size()[1])
+        pieces.append((start, k, node.make_loader(), node.get_dtype(), absolute))
+        start += k
+
+    def fn(idx):
+        i, c = idx
+        g = group_of(spec, c)
+        if len(pieces) == 1:
+            _, _, loader, src, absolute = pieces[0]
+            v = load_as(loader, [g, i], src, spec.cdt)
+            return ops.abs(v) if absolute else v
+        out = ops.constant(0.0, spec.cdt)
+        for first, k, loader, src, absolute in pieces:  # each row's loads masked to its own piece
+
+            def body(first=first, loader=loader, src=src, absolute=absolute):
+                v = load_as(loader, [g, i - first], src, spec.cdt)
+                return ops.abs(v) if absolute else v
+
+            row = ops.index_expr(i, torch.int64)
+            inside = ops.and_(ops.ge(row, ops.constant(first, torch.int64)),
+                              ops.lt(row, ops.constant(first + k, torch.int64)))
+            out = ops.where(inside, ops.masked(inside, body, 0.0), out)
+        return out
+
+    buf = ir.Pointwise.create(device=parts[0][0].get_device(), dtype=spec.cdt, inner_fn=fn,
+                              ranges=[sympy.Integer(start), spec.channels])
+    buf.realize()
+    # marked so that the tiling hook leaves this tiny kernel to Inductor's own choice
+    computed = getattr(getattr(buf, "data", None), "data", None)  # TensorBox -> StorageBox -> ComputedBuffer
+    if computed is not None:
+        computed._flashkat_expansion = True
+    return buf.make_loader()
 
 
 def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
@@ -204,12 +292,31 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     cdt = spec.cdt
     x_loader = x.make_loader()
     one = 1.0
+    den_abs = spec.form != "abs_sum"
+    # the grouped coefficient rows, expanded over the channels where that pays (EXPANDED_COEFFICIENTS)
+    parts = [(node, absolute) for node, absolute, shared in ((numerator, False, spec.num_shared),
+                                                             (denominator, den_abs, spec.den_shared))
+             if not shared] if _expands(spec, x) else []
+    expanded = expanded_rows(spec, parts) if parts else None
+    first_row = {}
+    for node, _ in parts:
+        first_row[id(node)] = sum(int(n.get_size()[1]) for n, _ in parts[:len(first_row)])
 
-    def inner_fn(idx):
+    def row(node, g, c, absolute):
+        if id(node) not in first_row:
+            return coefficient_row(spec, node, g, absolute=absolute)
+        r0 = first_row[id(node)]
+        return [expanded([sympy.Integer(r0 + i), c]) for i in range(int(node.get_size()[1]))]
+
+    def inner_fn(idx, own_groups: bool = False):
         g = group_of(spec, idx[-1])
         xv = load_as(x_loader, idx, x_dtype, cdt)
-        a = coefficient_row(spec, numerator, g, absolute=False)
-        c = coefficient_row(spec, denominator, g, absolute=spec.form != "abs_sum")
+        if own_groups:  # iterated (*lead, G, D) itself: the group is a loop variable
+            a = coefficient_row(spec, numerator, g, absolute=False)
+            c = coefficient_row(spec, denominator, g, absolute=den_abs)
+        else:
+            a = row(numerator, g, idx[-1], False)
+            c = row(denominator, g, idx[-1], den_abs)
         p = horner(a, xv)
         t = denominator_inputs(spec, xv)
         s = ops.mul(horner(c, t), t)
@@ -231,8 +338,13 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     G, D = spec.groups, int(width)
 
     def grouped_fn(idx):
+        # g and d are loop variables where this node is computed over its own ranges; where a
+        # consumer of the view inlines it, they are FloorDiv(c, D) and c mod D of the consumer's
+        # channel c, and the coefficients come from the expanded rows (if any; the expansion
+        # buffer is dead code otherwise, and Inductor's scheduler drops it)
         *lead, g, d = idx
-        return inner_fn([*lead, g * D + d])
+        own = isinstance(g, sympy.Symbol) and isinstance(d, sympy.Symbol)
+        return inner_fn([*lead, g * D + d], own_groups=own)
 
     from torch._inductor.lowering import lowerings
 
@@ -249,32 +361,25 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
 # every element computes its channel's group (c = i % C, g = c // D).  Triton
 # proves g constant over a thread's elements, and loads each coefficient once
 # per thread, only when C is a multiple of the block (i % C is then contiguous
-# over the whole block); otherwise it gathers the coefficients per element
-# (sm_90 builds of the bf16 kernel, 8 elements per thread: 39 loads and 376
-# instructions at C = 192 / 768 / 1536, 11 and 224 at 3072).  As 2-D tiles the
-# coefficients are loaded once per column of a tile and broadcast down its
-# rows.  H200, 128 x 197 rows, GPU time of the compiled forward
-# (bench/results/h200_probe_2026-11-28_fwd_bf16.json for C = 192,
-# h200_rational_2026-11-28_static_nd_fwd.json against _unsplit_static.json for
-# the rest, _fastrcp_widths.json for 1536):
+# over the whole block); otherwise it gathers the coefficients per element.
+# As 2-D tiles the coefficients are loaded once per column of a tile and
+# broadcast down its rows.  This matters where the rational is fused into a
+# consumer that iterates (*lead, C) (where it is realized by itself it is
+# iterated (*lead, G, D): GROUPED_RANGES above).  H200, 128 x 197 rows, GPU
+# time of the compiled forward (the table above, "flat 1-D" against "tiled"):
+# 10.2 -> 8.9 us at 192 bf16, 37.2 -> 28.7 at 768, 72.5 -> 52.6 at 1536,
+# 39.6 -> 37.6 at 768 float32; at 3072, a multiple of the block, the same
+# (3072 bf16 tiled was 97.8 against 88.0 us 1-D in an earlier build,
+# bench/results/h200_rational_2026-11-28_static_nd_fwd.json).
 #
-#     C      dtype     1-D      2-D     (the eager kernel, 2-D: 25.2 / 9.8 us)
-#     192    bf16     13.5     8.1 us
-#     768    bf16     37.4    25.9 us
-#     768    float32  38.8    35.8 us
-#     1536   bf16     81.0      -       (Inductor's PAU forward, 1-D, index (i // D) % G: 44 us)
-#     3072   float32 143.8   141.9 us
-#     3072   bf16     88.0    97.8 us   <- C a multiple of the block: 1-D is better
-#
-# so the rational's kernels are tiled unless C is a multiple of
-# _FLAT_BLOCK_MAX, the largest block of Inductor's 1-D pointwise configs
-# (1536 is tiled on the evidence above, not yet timed so).  Inductor's own
-# heuristic has no reason to tile (every access is contiguous or a broadcast),
-# and its switch, ``triton.prefer_nd_tiling``, is global: set for a whole KAT-T
-# training graph it doubled the first compile (31 -> 67 s) for the sake of the
-# 24 rational kernels.  So the switch is set for the kernels that compute a
-# ``flashkat::rational_fwd`` only; every other kernel's tiling is Inductor's
-# own.  ``ND_TILING = False`` turns it off.
+# So the rational's (*lead, C) kernels are tiled unless C is a multiple of
+# _FLAT_BLOCK_MAX, the largest block of Inductor's 1-D pointwise configs.
+# Inductor's own heuristic has no reason to tile (every access is contiguous
+# or a broadcast), and its switch, ``triton.prefer_nd_tiling``, is global:
+# set for a whole KAT-T training graph it doubled the first compile
+# (31 -> 67 s) for the sake of the 24 rational kernels.  So the switch is set
+# for the kernels that compute a ``flashkat::rational_fwd`` only; every other
+# kernel's tiling is Inductor's own.  ``ND_TILING = False`` turns it off.
 ND_TILING = True
 _FLAT_BLOCK_MAX = 1024
 
@@ -289,6 +394,8 @@ def _wants_tiles(node_schedule) -> bool:
     for entry in node_schedule:
         for snode in getattr(entry, "get_nodes", lambda: [entry])():
             buf = getattr(snode, "node", None)
+            if getattr(buf, "_flashkat_expansion", False):
+                return False  # the expanded coefficient rows (k x C): nothing to gain from tiles
             for o in getattr(buf, "origins", None) or ():
                 if getattr(o, "target", None) is not target:
                     continue
