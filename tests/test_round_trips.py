@@ -84,10 +84,10 @@ def test_round_trip_dropped_exactly(dtype):
     assert torch.isfinite(xr.grad.float()).all()
 
 
-def test_dropout_zero_between_keeps_the_backward_narrowing():
+def test_dropout_zero_between_is_narrowed_both_ways():
     """KAT's MLP has Dropout(p=0) between the activation and fc2: in training it is a
-    clone, so the forward keeps its cast (Inductor fuses it into the same kernel), but the
-    backward is narrowed and the activation is still saved in bf16."""
+    clone, and convert(clone(y32), bf16) is the narrowed op's output, so the forward and
+    the backward are narrowed and the activation is saved in bf16."""
     torch._dynamo.reset()
     counters.clear()
     a, b = coefficients(6, 4, 1, 8)
@@ -103,8 +103,31 @@ def test_dropout_zero_between_keeps_the_backward_narrowing():
                                                   lambda t: t):
         out = torch.compile(f, backend="flashkat", fullgraph=True)(x, a, b, w)
     out.float().sum().backward()
+    assert counters["flashkat"][NARROWED_FWD] == 1, dict(counters["flashkat"])
     assert counters["flashkat"][NARROWED_BWD] == 1, dict(counters["flashkat"])
     assert (torch.float32, tuple(x.shape)) not in saved, saved
     xr = x.detach().clone().requires_grad_()
     f(xr, a, b, w).float().sum().backward()
     assert rel_err(x.grad, xr.grad) <= 2e-2
+
+
+def test_clone_with_a_float32_reader_is_not_narrowed():
+    """Near miss: the clone after the activation is also read in float32 (a sum), so the forward
+    keeps its float32 output."""
+    torch._dynamo.reset()
+    counters.clear()
+    a, b = coefficients(6, 4, 1, 8)
+    x = torch.randn(5, 9, 64).to(torch.bfloat16)
+    w = (0.1 * torch.randn(64, 16)).to(torch.bfloat16)
+
+    def f(x16, a, b, w):
+        z = torch.nn.functional.dropout(fk.rational(x16.float(), a, b, form="safe", zero_sign="kat"), 0.0, True)
+        return z.to(x16.dtype) @ w, z.sum()
+
+    xr = x.clone().requires_grad_()
+    out, total = torch.compile(f, backend="flashkat", fullgraph=True)(xr, a, b, w)
+    (out.float().sum() + total).backward()
+    assert counters["flashkat"][NARROWED_FWD] == 0, dict(counters["flashkat"])
+    xe = x.clone().requires_grad_()
+    ref, ref_total = f(xe, a, b, w)
+    assert rel_err(total, ref_total) <= 1e-5 and rel_err(out, ref) <= 2e-2

@@ -22,8 +22,12 @@ backward: a float32 copy of every activation (on KAT-T in bf16, two conversion
 kernels per block and 750 MB of peak memory on the H200; see the README).
 
 A site is narrowed only where every user of the float32 result is a conversion to
-``dt``: a float32 consumer (a residual add in float32, say) would see a different
-value.  The forward and the backward are narrowed independently.
+``dt``, directly or through a plain clone (what ``Dropout(p=0)``, KAT's default
+between the activation and fc2, is in a training graph): a float32 consumer (a
+residual add in float32, say) would see a different value.  The forward and the
+backward are narrowed independently.  Narrowed, the forward's output is a buffer
+of its own that fc2 reads, so the lowering iterates it by groups
+(lowerings/forward.py, GROUPED_RANGES) instead of inside the cast's kernel.
 """
 from __future__ import annotations
 
@@ -58,10 +62,29 @@ def _all_narrowing(node: Node, dt) -> bool:
     return bool(users) and all(cast_dtype(u) is dt and u.args[0] is node for u in users)
 
 
+def _is_plain_clone(node: Node) -> bool:
+    """``aten.clone(t)`` with no memory format: what ``Dropout(p=0)`` is in a training graph."""
+    return node.target is torch.ops.aten.clone.default and not node.kwargs.get("memory_format")
+
+
+def _all_narrowing_through_clones(node: Node, dt) -> bool:
+    """Every user of ``node`` is ``convert(node, dt)`` or a plain clone whose users all are
+    ``convert(clone, dt)``: convert(clone(y), dt) is clone(convert(y, dt)), a fresh dt tensor
+    of the same values, which the narrowed op's output is."""
+    users = list(node.users)
+    return bool(users) and all(
+        (cast_dtype(u) is dt and u.args[0] is node) or (_is_plain_clone(u) and _all_narrowing(u, dt))
+        for u in users)
+
+
 def _take_over_casts(graph: Graph, old: Node, new: Node) -> None:
-    """Every ``convert(old, dt)`` now reads ``new`` (already of dtype dt): drop the casts."""
+    """Every ``convert(old, dt)`` now reads ``new`` (already of dtype dt): drop the casts, and the
+    plain clones between (``convert(clone(old), dt)``)."""
     for u in list(old.users):
-        u.replace_all_uses_with(new)
+        if _is_plain_clone(u):
+            _take_over_casts(graph, u, new)
+        else:
+            u.replace_all_uses_with(new)
         graph.erase_node(u)
 
 
@@ -76,13 +99,14 @@ def drop_float32_round_trips(graph: Graph) -> int:
     done = 0
     for node in list(graph.find_nodes(op="call_function", target=fwd_op)):
         x16 = _widened_from(node.args[0])
-        if x16 is None or not _all_narrowing(node, _dtype(x16)):
+        if x16 is None or not _all_narrowing_through_clones(node, _dtype(x16)):
             continue
         widenings.append(node.args[0])
         with graph.inserting_before(node):
             new = graph.call_function(fwd_op, (x16,) + tuple(node.args[1:]), dict(node.kwargs))
         new.meta.update(node.meta)
-        new.meta["val"] = next(iter(node.users)).meta.get("val")
+        cast = next(iter(node.users))
+        new.meta["val"] = (next(iter(cast.users)) if _is_plain_clone(cast) else cast).meta.get("val")
         _take_over_casts(graph, node, new)
         graph.erase_node(node)
         new_nodes.append(new)
