@@ -62,6 +62,8 @@ model x dtype x method):
                                    (peak stats reset after warm-up): base + activations +
                                    gradients + workspace.  None on the CPU
   loss                             loss of the last step (a finite number: the step trained)
+  cudagraph_skips                  (--compile-mode reduce-overhead) graphs Inductor ran without CUDA
+                                   graphs, counters["inductor"]["cudagraph_skips"] after warm-up
   flashkat_counters                counters["flashkat"] after compiling (flashkat only):
                                    "rewrites" should equal rational_sites
   left_alone                       (flashkat rows) the recognisers' near misses, "node: reason"
@@ -341,6 +343,9 @@ def run_method(method: str, model_name: str, cfg, initial_kat: nn.Module, amp_dt
     for _ in range(args.warmup):
         step(images, labels)
     sync(device)
+    if compiled_backend and args.compile_mode == "reduce-overhead":
+        # graphs Inductor ran without CUDA graphs (a step then pays every launch on the CPU)
+        row["cudagraph_skips"] = int(counters["inductor"]["cudagraph_skips"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         row["base_mb"] = round(torch.cuda.memory_allocated(device) / 2**20, 1)
@@ -566,6 +571,8 @@ def main(argv=None) -> int:
                         row.update(run_method(method, model_name, cfg, initial_kat, DTYPES[dtype], args, device))
                         extra = (f", counters['flashkat'] {row['flashkat_counters']}"
                                  if method == "flashkat" else "")
+                        if "cudagraph_skips" in row:
+                            extra += f", graphs not captured {row['cudagraph_skips']}"
                         print(f"{model_name} {dtype} {method}: median {row['step_ms_median']:.2f} ms/step "
                               f"(first step {row['first_step_s']:.1f} s"
                               + (f", peak {row['peak_mb']:.0f} MB" if row.get("peak_mb") is not None else "")

@@ -10,7 +10,8 @@
    Inductor option sets (default, ``triton.prefer_nd_tiling``, pointwise autotuning), against the
    eager kernel: GPU time per call, and the generated Triton source written to ``--code-dir``.
 3. ``--parts fwd_variants``: the forward lowering's own variants (2-D tiles through the tiling
-   hook, 1-D over (*lead, C), 1-D over (*lead, G, D)), GPU time of the compiled forward alone.
+   hook, 1-D over (*lead, C), 1-D over (*lead, G, D), coefficient rows expanded over the
+   channels), GPU time of the compiled forward alone, beside Inductor's on the hand-written PAU.
 
 One JSON row per measurement; the largest speed-ups are printed at the end.
 """
@@ -131,37 +132,60 @@ def probe_forward(rows: list, shapes, dtypes, calls: int, code_dir) -> None:
                             fh.write("\n".join(code))
 
 
-# the forward lowering's iteration-space variants: (forward.ND_TILING, forward.GROUPED_RANGES)
-FWD_VARIANTS = {"flat_hooked": (True, False), "flat_1d": (False, False), "grouped_1d": (False, True)}
+# the forward lowering's variants: (forward.ND_TILING, forward.GROUPED_RANGES, forward.EXPANDED_COEFFICIENTS)
+FWD_VARIANTS = {"flat_1d": (False, False, False), "flat_hooked": (True, False, False),
+                "grouped_1d": (False, True, False), "expanded_1d": (False, False, True),
+                "expanded_hooked": (True, False, True)}
 
 
 def probe_forward_variants(rows: list, shapes, dtypes, calls: int) -> None:
-    """GPU time of the compiled forward alone under each of the lowering's variants."""
+    """GPU time of the compiled forward alone under each of the lowering's variants, and of
+    Inductor's forward of the hand-written safe PAU (benchlib.safe_pau) beside them.  The FX graph
+    and AOT caches are off: a variant must be compiled, not served another one's code."""
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+    from torch._inductor.utils import run_and_get_code
+
+    from benchlib import safe_pau
     from flashkat_inductor.lowerings import forward as fw
 
-    saved = fw.ND_TILING, fw.GROUPED_RANGES
+    saved = fw.ND_TILING, fw.GROUPED_RANGES, fw.EXPANDED_COEFFICIENTS
     try:
-        for dname in dtypes:
-            dt = DTYPES[dname]
-            for R, C in shapes:
-                g = torch.Generator(device="cuda").manual_seed(0)
-                x = torch.randn(128, R // 128, C, device="cuda", generator=g).to(dt)
-                a = torch.randn(1, 6, device="cuda", generator=g) * 0.3
-                b = torch.randn(8, 4, device="cuda", generator=g) * 0.3
-                for vname, (nd, grouped) in FWD_VARIANTS.items():
-                    fw.ND_TILING, fw.GROUPED_RANGES = nd, grouped
-                    torch._dynamo.reset()
-                    cf = torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
-                                       backend="flashkat", dynamic=False)
-                    run = lambda: cf(x, a, b)  # noqa: E731
-                    run()
-                    per = gpu_activities(run, calls)
-                    us = sum(u for u, _n in per.values())
-                    rows.append({"part": "fwd_variant", "dtype": dname, "R": R, "C": C, "method": vname,
-                                 "us": us, "kernels": sorted(per)[:3]})
-                    print(f"fwd {dname:9s} {R}x{C:<5d} {vname:12s} {us:8.1f} us", flush=True)
+        with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+            for dname in dtypes:
+                dt = DTYPES[dname]
+                for R, C in shapes:
+                    g = torch.Generator(device="cuda").manual_seed(0)
+                    x = torch.randn(128, R // 128, C, device="cuda", generator=g).to(dt)
+                    a = torch.randn(1, 6, device="cuda", generator=g) * 0.3  # KAT: one numerator row
+                    b = torch.randn(8, 4, device="cuda", generator=g) * 0.3
+                    variants = dict(FWD_VARIANTS, inductor_safe_pau=None)
+                    for vname, flags in variants.items():
+                        if flags and flags[2] and C % fw._FLAT_BLOCK_MAX == 0:
+                            continue  # nothing is expanded at these widths: the same code as without
+                        torch._dynamo.reset()
+                        if flags is None:
+                            cf = torch.compile(safe_pau, backend="inductor", dynamic=False)
+                        else:
+                            fw.ND_TILING, fw.GROUPED_RANGES, fw.EXPANDED_COEFFICIENTS = flags
+                            cf = torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"),
+                                               backend="flashkat", dynamic=False)
+                        _, code = run_and_get_code(cf, x, a, b)
+                        code = "\n".join(code)
+                        run = lambda: cf(x, a, b)  # noqa: E731
+                        run()
+                        per = gpu_activities(run, calls)
+                        us = sum(u for u, _n in per.values())
+                        kernels = code.count("@triton.jit")
+                        rows.append({"part": "fwd_variant", "dtype": dname, "R": R, "C": C, "method": vname,
+                                     "us": us, "kernels": sorted(per)[:3], "triton_kernels": kernels,
+                                     "tiled": "YBLOCK" in code,
+                                     "per_kernel_us": {k[:60]: round(u, 2) for k, (u, _n) in per.items()}})
+                        print(f"fwd {dname:9s} {R}x{C:<5d} {vname:17s} {us:8.1f} us  kernels {kernels} "
+                              f"{'2-D' if 'YBLOCK' in code else '1-D'}  "
+                              f"{ {k[:40]: round(u, 1) for k, (u, _n) in per.items()} }", flush=True)
     finally:
-        fw.ND_TILING, fw.GROUPED_RANGES = saved
+        fw.ND_TILING, fw.GROUPED_RANGES, fw.EXPANDED_COEFFICIENTS = saved
 
 
 def main() -> None:
