@@ -195,7 +195,8 @@ def denominator_inputs(spec: LoweringSpec, xv):
 # or nothing); a consumer fused with it (a cast, + 1, a dropout) inlines it and iterates
 # (*lead, C) again, where the tiling hook below and EXPANDED_COEFFICIENTS do the work.  The hook
 # leaves grouped kernels 1-D (as tiles they would be (rows x groups, D), whose narrow,
-# non-power-of-two D wastes lanes).
+# non-power-of-two D wastes lanes).  Triton only: Inductor's C++ backend already hoists each
+# coefficient out of its vector loop (see the top), and that is the path the CPU figures measure.
 #
 # EXPANDED_COEFFICIENTS: in such a fused (*lead, C) kernel, on Triton, with 16-bit x and C not a
 # multiple of _FLAT_BLOCK_MAX, read each grouped coefficient row from a (k, C) copy expanded over
@@ -329,7 +330,7 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     size = list(x.get_size())
     width = spec.width
     if not (GROUPED_RANGES and spec.groups > 1 and len(size) >= 1 and isinstance(width, sympy.Integer)
-            and int(width) > 1):
+            and int(width) > 1 and generates_triton(x.get_device())):
         return ir.Pointwise.create(device=x.get_device(), dtype=x_dtype, inner_fn=inner_fn, ranges=size)
 
     # Iterated as (*lead, G, D) and viewed back as (*lead, C): the kernel then indexes the group
