@@ -417,6 +417,7 @@ for batch in (4, 6):
         fwd_code, bwd_code = c2
         result["fwd_kernels"] = sorted(set(re.findall(r"def (triton_\w+)\(", fwd_code)))
         result["fwd_2d"] = "YBLOCK" in fwd_code and "ynumel" in fwd_code
+        result["fwd_grouped"] = "((xindex // 8) % 8)" in fwd_code and "YBLOCK" not in fwd_code
         result["bwd_template"] = sorted(set(re.findall(r"def (triton_tem_\w+)\(", bwd_code)))
         result["while_loop"] = "while row0 < R" in bwd_code
         result["dynamic_rows"] = "R = {{size(" not in bwd_code and bool(re.search(r"R = ks\d|R = \d+\*ks\d|R = 7\*ks", bwd_code))
@@ -433,6 +434,7 @@ result["wide_1d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" not in "\n".joi
 _, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat") + 1.0,
                                        backend="inductor", fullgraph=True), torch.randn(2, 3, 1536), aw, bw_)
 result["wide_2d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" in "\n".join(cw)
+result["wide_grouped"] = "((xindex // 192) % 8)" in "\n".join(cw) and "YBLOCK" not in "\n".join(cw)
 # forward.GROUPED_RANGES: a rational realized on its own (here: no consumer to fuse with) iterates
 # (*lead, G, D), the group index a range of its own, and the tiling hook leaves it 1-D
 from flashkat_inductor.lowerings import forward as fw
@@ -445,7 +447,7 @@ result["grouped"] = [rel_err(yg, reference_forward(2 * xg, aw, bw_, "safe")),
                      len(re.findall(r"def (triton_poi\w+)\(", cg)), "((xindex // 8) % 8)" in cg and "YBLOCK" not in cg]
 # forward.EXPANDED_COEFFICIENTS: bf16 x at 7 x 33 x 200, every grouping and form, a zero row, fused
 # into a consumer (* 3): [error, error of the exact rational rounded to bf16, then * 3 in bf16, the (k, 200) expansion kernel,
-# kernels, no c // D left in the main kernel's loads, rows expanded]; and a bf16 rational realized
+# kernels, no c // D left in the main kernel's loads, the (i // D) % G index, rows expanded]; and a bf16 rational realized
 # by itself: iterated (*lead, G, D), its expansion dropped as dead code
 expanded = []
 for gn, gd, form, zs in ((8, 8, "safe", "kat"), (1, 8, "signed", "kat"), (8, 1, "abs_sum", "torch"),
@@ -461,7 +463,8 @@ for gn, gd, form, zs in ((8, 8, "safe", "kat"), (1, 8, "signed", "kat"), (8, 1, 
     ref = 3 * reference_forward(xe, ae, be, form)
     expanded.append([rel_err(ye, ref), rel_err(reference_forward(xe, ae, be, form).to(torch.bfloat16) * 3.0, ref),
                      f"xnumel = {{rows * 200}}" in ce, len(re.findall(r"def (triton_poi\w+)\(", ce)),
-                     f"// {{200 // max(gn, gd)}})" not in main, rows])
+                     f"// {{200 // max(gn, gd)}})" not in main,
+                     f"((xindex // {{200 // max(gn, gd)}}) % {{max(gn, gd)}})" in ce, rows])
 result["expanded"] = expanded
 ae, be = coefficients(6, 4, 1, 8, form="safe")
 xe = torch.randn(7, 33, 200).to(torch.bfloat16)
@@ -510,14 +513,21 @@ def test_triton_template_on_cpu_interpreter():
     assert len(fwd) == 1 and "add" in fwd[0] and "mul" in fwd[0] and len(res["fwd_kernels"]) == 1, res
     # bf16, fused into a consumer: the grouped coefficient rows are read expanded over the channels
     # (one extra k x C kernel); realized by itself: (*lead, G, D), one kernel
-    for err, rounding, expansion_kernel, n_kernels, no_group_division, rows in res["expanded"]:
-        assert err <= 2 * rounding + 1e-6 and no_group_division, res["expanded"]
-        assert (expansion_kernel, n_kernels) == ((True, 2) if rows else (False, 1)), res["expanded"]
+    for err, rounding, expansion_kernel, n_kernels, no_group_division, grouped_index, rows in res["expanded"]:
+        assert err <= 2 * rounding + 1e-6, res["expanded"]
+        if not rows:
+            assert (expansion_kernel, n_kernels) == (False, 1), res["expanded"]
+        elif expansion_kernel:  # torch 2.13+: the consumer inlines the rational, which reads expanded rows
+            assert n_kernels == 2 and no_group_division, res["expanded"]
+        else:  # torch 2.11: the view realizes the (*lead, G, D) rational and the consumer fuses with its kernel
+            assert n_kernels == 1 and grouped_index, res["expanded"]
     err, n_kernels, grouped_index = res["bf16_alone"]
     assert err <= 1e-2 and n_kernels == 1 and grouped_index, res["bf16_alone"]
-    # tiled rows x channels (forward.ND_TILING) unless C is a multiple of 1024 (2048: 1-D, 1536: 2-D),
-    # while other pointwise kernels keep Inductor's choice
-    assert res["fwd_2d"] and res["plain_1d"] and res["wide_1d"] and res["wide_2d"], res
+    # fused into a consumer: tiled rows x channels (forward.ND_TILING) unless C is a multiple of 1024
+    # (2048: 1-D, 1536: 2-D), while other pointwise kernels keep Inductor's choice.  (torch 2.11's view
+    # realizes the (*lead, G, D) rational instead, and the consumer fuses with its 1-D grouped kernel.)
+    assert (res["fwd_2d"] or res["fwd_grouped"]) and (res["wide_2d"] or res["wide_grouped"]), res
+    assert res["plain_1d"] and res["wide_1d"], res
     err, n_kernels, grouped_index = res["grouped"]
     assert err <= F32_BOUND and n_kernels == 1 and grouped_index, res["grouped"]
     assert res["bwd_template"], res

@@ -205,6 +205,9 @@ def denominator_inputs(spec: LoweringSpec, xv):
 # channels then read consecutive addresses, which Triton vectorises (sm_90 builds of the bf16
 # kernel at 768, 8 elements per thread: 360 instructions and 21 loads, against 696 and 81).  Where
 # the rational is realized by itself the expansion is dead code, which Inductor's scheduler drops.
+# (torch 2.11's view lowering realizes the (*lead, G, D) node under a fused consumer instead, and
+# the consumer fuses with its grouped kernel: every kernel is iterated by groups there, and the
+# expansion is never read.  2.13 and later inline the view, as described above.)
 #
 # GPU time of the compiled forward alone, 128 x 197 rows, H200, us
 # (bench/results/h200_fwd_variants_2026-11-29.json: bench/probe_kernels.py --parts fwd_variants;
