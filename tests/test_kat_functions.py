@@ -377,12 +377,14 @@ def _worker(names):
                         "compiled_launches": dict(launches)})
 
     def s_autocast_linear():
-        """The same Function with a Linear after it, as in KAT's MLP: the float32 output is cast
-        back to bf16, so the round trip is dropped (recognisers/round_trips.py): no float32
-        copy of the activation is saved, and the values do not change."""
+        """The same Function with Dropout(p=0) and a Linear after it, as in KAT's MLP: the float32
+        output is cast back to bf16 (after the dropout's clone), so the round trip is dropped
+        (recognisers/round_trips.py): no float32 copy of the activation is saved, and the values
+        do not change."""
         fresh()
         torch.manual_seed(3)
-        m = torch.nn.Sequential(WithFunctionAttr(AmpKatFunction, features=64), torch.nn.Linear(64, 16))
+        m = torch.nn.Sequential(WithFunctionAttr(AmpKatFunction, features=64), torch.nn.Dropout(0.0),
+                                torch.nn.Linear(64, 16))
         x = torch.randn(4, 5, 64)
 
         def run(fn):
