@@ -98,9 +98,7 @@ def _switches() -> tuple:
 
     env = tuple(os.environ.get(k, "") for k in ("FLASHKAT_DYNAMIC_REWRITES", "FLASHKAT_NO_LOWERINGS",
                                                 "FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS"))
-    lowering = (fw.lowering_switches(), bw._PROGRAMS_PER_SM, bw._NOMINAL_BLOCK_C, bw._MIN_ROWS_PER_PROGRAM,
-                repr(sorted(bw._state.items())))
-    return env + (repr(lowering),)
+    return env + (repr((fw.lowering_switches(), bw.lowering_switches())),)
 
 
 # ----------------------------------------------------------------------------

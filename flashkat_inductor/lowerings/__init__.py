@@ -3,8 +3,9 @@
 ``register_lowerings()`` installs, once, into Inductor's global lowering table:
 
 - ``flashkat::rational_fwd`` -> an ``ir.Pointwise`` (``forward.py``): fuses
-  with its neighbours on CPU (C++) and GPU (Triton), whose kernels computing
-  it are tiled in two dimensions (rows x channels; ``forward.ND_TILING``);
+  with its neighbours on CPU (C++) and GPU (Triton); in Triton iterated by
+  channel groups where it is realized by itself (``forward.GROUPED_RANGES``),
+  else its kernels are tiled rows x channels (``forward.ND_TILING``);
 - ``flashkat::rational_bwd`` -> on CUDA a ``TritonTemplate`` (``backward.py``
   + ``backward.py.jinja``): dx through ``store_output`` (epilogue-fusable),
   coefficient partial sums reduction-first into a workspace, finished by an

@@ -41,6 +41,7 @@ from .forward import (
     LoweringSpec,
     coefficient_row,
     denominator_inputs,
+    generates_triton,
     horner_d,
     load_as,
     lowering_spec,
@@ -66,8 +67,13 @@ _state = {"mode": "auto"}
 _FINISH_DTYPE = torch.float64
 
 
+def lowering_switches() -> tuple:
+    """The backward lowering's switches, for the passes' cache key (backend._switches)."""
+    return (_PROGRAMS_PER_SM, _NOMINAL_BLOCK_C, _MIN_ROWS_PER_PROGRAM, repr(sorted(_state.items())))
+
+
 def set_backward_mode(mode: str) -> None:
-    """Which backward lowering to use (tests, benchmarks; not part of Inductor's cache key).
+    """Which backward lowering to use (tests, benchmarks; part of the passes' cache key).
 
     "auto": the template where Inductor generates Triton (CUDA, or a CPU with
     cpu_backend="triton"), the IR decomposition elsewhere; "ir": always the IR
@@ -600,13 +606,9 @@ def _use_template(x, spec: LoweringSpec) -> bool:
         return False
     if mode == "template":
         return True
-    if device.type == "cuda":
-        return True
-    # Inductor generating Triton for the CPU (cpu_backend="triton", e.g. the
+    # CUDA, or Inductor generating Triton for the CPU (cpu_backend="triton", e.g. the
     # interpreter-backed tests): the template is what that backend runs.
-    from torch._inductor import config
-
-    return device.type == "cpu" and getattr(config, "cpu_backend", "cpp") == "triton"
+    return generates_triton(device)
 
 
 # ============================================================================

@@ -244,10 +244,11 @@ def _expands(spec: LoweringSpec, x) -> bool:
             and generates_triton(x.get_device()))
 
 
-def expanded_rows(spec: LoweringSpec, parts: list) -> Callable:
-    """A loader of one realized (k1 + k2 + ..., C) buffer holding, for each ``(node, absolute)`` of
-    ``parts`` in turn, its k rows expanded over the channels: ``node[c // D, i]`` (|.| if
-    ``absolute``) in the compute dtype.  One buffer, so one tiny kernel per call."""
+def expanded_rows(spec: LoweringSpec, parts: list) -> tuple:
+    """(loader, first rows) of one realized (k1 + k2 + ..., C) buffer holding, for each
+    ``(node, absolute)`` of ``parts`` in turn, its k rows expanded over the channels:
+    ``node[c // D, i]`` (|.| if ``absolute``) in the compute dtype; ``first rows`` maps
+    ``id(node)`` to the buffer row of its coefficient 0.  One buffer, so one tiny kernel per call."""
     from torch._inductor import ir
     from torch._inductor.virtualized import ops
 
@@ -284,7 +285,7 @@ def expanded_rows(spec: LoweringSpec, parts: list) -> Callable:
     computed = getattr(getattr(buf, "data", None), "data", None)  # TensorBox -> StorageBox -> ComputedBuffer
     if computed is not None:
         computed._flashkat_expansion = True
-    return buf.make_loader()
+    return buf.make_loader(), {id(node): piece[0] for (node, _), piece in zip(parts, pieces)}
 
 
 def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
@@ -301,13 +302,12 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     parts = [(node, absolute) for node, absolute, shared in ((numerator, False, spec.num_shared),
                                                              (denominator, den_abs, spec.den_shared))
              if not shared] if _expands(spec, x) else []
-    expanded = expanded_rows(spec, parts) if parts else None
-    first_row = {}
-    for node, _ in parts:
-        first_row[id(node)] = sum(int(n.get_size()[1]) for n, _ in parts[:len(first_row)])
+    expanded, first_row = expanded_rows(spec, parts) if parts else (None, {})
 
-    def row(node, g, c, absolute):
-        if id(node) not in first_row:
+    def row(node, g, c, absolute, own_groups):
+        """The node's coefficients of channel c's group: from the expanded rows where there are
+        some, unless the kernel iterates (*lead, G, D) itself (the group is a loop variable)."""
+        if own_groups or id(node) not in first_row:
             return coefficient_row(spec, node, g, absolute=absolute)
         r0 = first_row[id(node)]
         return [expanded([sympy.Integer(r0 + i), c]) for i in range(int(node.get_size()[1]))]
@@ -315,12 +315,8 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
     def inner_fn(idx, own_groups: bool = False):
         g = group_of(spec, idx[-1])
         xv = load_as(x_loader, idx, x_dtype, cdt)
-        if own_groups:  # iterated (*lead, G, D) itself: the group is a loop variable
-            a = coefficient_row(spec, numerator, g, absolute=False)
-            c = coefficient_row(spec, denominator, g, absolute=den_abs)
-        else:
-            a = row(numerator, g, idx[-1], False)
-            c = row(denominator, g, idx[-1], den_abs)
+        a = row(numerator, g, idx[-1], False, own_groups)
+        c = row(denominator, g, idx[-1], den_abs, own_groups)
         p = horner(a, xv)
         t = denominator_inputs(spec, xv)
         s = ops.mul(horner(c, t), t)
