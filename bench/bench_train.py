@@ -262,11 +262,13 @@ def profile_steps(step, images, labels, steps: int, device: torch.device) -> dic
     t0 = time.perf_counter()
     per = gpu_activities(lambda: step(images, labels), steps)
     wall = (time.perf_counter() - t0) * 1e3 / steps
-    top = sorted(per.items(), key=lambda kv: -kv[1][0])[:25]
+    ranked = sorted(per.items(), key=lambda kv: -kv[1][0])
     return {"profile_steps": steps, "profile_wall_ms": round(wall, 3),
             "gpu_busy_ms": round(sum(us for us, _ in per.values()) / 1e3, 3),
             "gpu_launches_per_step": round(sum(n for _, n in per.values()), 1),
-            "gpu_top": [[k[:100], round(us, 1), round(n, 1)] for k, (us, n) in top]}
+            "gpu_top": [[k[:100], round(us, 1), round(n, 1)] for k, (us, n) in ranked[:25]],
+            # every activity, for side-by-side accounting of two methods
+            "gpu_all": [[k[:160], round(us, 2), round(n, 2)] for k, (us, n) in ranked]}
 
 
 def skip_reason(method: str, device: torch.device):
@@ -355,7 +357,10 @@ def run_method(method: str, model_name: str, cfg, initial_kat: nn.Module, amp_dt
                step_ms_min=round(min(times), 3), step_ms_wall=round(wall, 3), loss=round(loss, 5))
     row["peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
     if args.profile and device.type == "cuda":
-        row.update(profile_steps(step, images, labels, args.profile, device))
+        try:
+            row.update(profile_steps(step, images, labels, args.profile, device))
+        except Exception as e:  # noqa: BLE001 - the timing above stands without the profile
+            row["profile_error"] = f"{type(e).__name__}: {e}"[:300]
     if method == "eager_flashkat" and device.type != "cuda":
         row["note"] = "Triton interpreter (TRITON_INTERPRET=1): a correctness run, its times mean nothing"
     if not math.isfinite(loss):

@@ -482,18 +482,22 @@ o = torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, 
 ref = reference_backward(dyb, xb, ab, bb, "safe", "torch")
 result["bf16"] = [str(o[0].dtype), str(o[1].dtype)] + [rel_err(u, v) for u, v in zip(o, ref)]
 
-# (3) the finishing reductions at an H200's program count (88 row programs at 768 channels):
-#     Inductor's reductions (split in two layers), the cast and sign fused into them
+# (3) the finishing reductions at an H200's program count (88 row programs at 768 channels; slabs
+#     of 32 channels per group of 96, of 64, the configs' BLOCK_C, for a shared row): one layer
+#     each, the cast and sign fused into them; per-group and shared numerator rows
 bw._state["configs"] = [(4, 64, 4, 3, 3)]
 row_programs = bw._row_programs
 bw._row_programs = lambda *args: 88
 x, dy = torch.randn(2, 5, 768), torch.randn(2, 5, 768)
-a, b = coefficients(6, 4, 8, 8, form="safe")
-o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                       backend="inductor", fullgraph=True), dy, x, a, b)
+result["finish_kernels"], result["finish_errs"], result["slab"] = [], [], []
+for gn in (8, 1):
+    a, b = coefficients(6, 4, gn, 8, form="safe")
+    o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                           backend="inductor", fullgraph=True), dy, x, a, b)
+    result["finish_kernels"].append(sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))))
+    result["slab"].append([re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")])
+    result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 bw._row_programs = row_programs
-result["finish_kernels"] = sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3))))
-result["finish_errs"] = [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 print("RESULT" + json.dumps(result))
 """
 
@@ -536,11 +540,12 @@ def test_triton_template_on_cpu_interpreter():
         assert max(e) <= F32_BOUND, res["train_errs"]
     assert res["bf16"][:2] == ["torch.bfloat16", "torch.float32"]
     assert max(res["bf16"][2:]) <= 1e-2, res["bf16"]
-    # one template launch, then reductions only (at most two layers per coefficient tensor):
-    # the sign of b and the casts are fused into them, no pointwise kernel of their own
-    fin = res["finish_kernels"]
-    assert sum(k.startswith("triton_tem_") for k in fin) == 1, fin
-    assert 2 <= sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == len(fin) - 1 <= 4, fin
+    # one template launch, then one one-layer reduction per coefficient tensor over the template's
+    # (program, slab) sums: the sign of b and the casts are fused into them, no kernel of their own
+    assert res["slab"] == [[["32"], ["32"]], [["64"], ["32"]]], res["slab"]  # per group: D = 96; shared: C = 768
+    for fin in res["finish_kernels"]:
+        assert sum(k.startswith("triton_tem_") for k in fin) == 1, fin
+        assert sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == len(fin) - 1 == 2, fin
     assert max(res["finish_errs"]) <= F32_BOUND, res["finish_errs"]
 
 

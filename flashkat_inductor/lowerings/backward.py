@@ -69,7 +69,8 @@ _FINISH_DTYPE = torch.float64
 
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
-    return (_PROGRAMS_PER_SM, _NOMINAL_BLOCK_C, _MIN_ROWS_PER_PROGRAM, repr(sorted(_state.items())))
+    return (_PROGRAMS_PER_SM, _NOMINAL_BLOCK_C, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS,
+            repr(sorted(_state.items())))
 
 
 def set_backward_mode(mode: str) -> None:
@@ -374,18 +375,20 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #   grid-stride `while` loop).  Per element it computes dx (stored through
 #   store_output, where Inductor splices any fused epilogue) and adds the
 #   m + n coefficient terms into (BLOCK_R, BLOCK_C) register accumulators;
-#   at the end each program sums them over rows and stores one (BLOCK_C,)
-#   vector per coefficient into the workspace ws[p, c, k] of shape
-#   (NPROG, C, m + n) (coefficient-minor, so that the finishing reduction
+#   at the end each program sums them over rows and over each slab of SLAB
+#   adjacent channels (``_slab``: a power of two dividing the group width, so
+#   within one group) and stores one (BLOCK_C / SLAB,) vector per coefficient
+#   into the workspace ws[p, s, k] of shape (NPROG, C / SLAB, m + n)
+#   (coefficient-minor, so that the finishing reduction
 #   iterates its outputs in their (group, coefficient) order and Inductor
 #   fuses the sign of b and the cast into it: a coefficient-major workspace
 #   makes Inductor lay the sums out transposed, and the cast becomes a kernel
 #   of its own).
-#   NPROG comes from the shapes (and the SM count) only, never from a config,
-#   so every autotuning choice writes the same workspace.  Inductor
-#   reductions (one per coefficient tensor, each split by Inductor into two
-#   layers) then sum ws over p and over each group's channels, in a fixed
-#   order: the coefficient gradients are deterministic.
+#   NPROG and SLAB come from the shapes (and the SM count) only, never from a
+#   config, so every autotuning choice writes the same workspace.  Two
+#   one-layer Inductor reductions (one per coefficient tensor) then sum ws over
+#   p and over each group's slabs, in a fixed order: the coefficient gradients
+#   are deterministic, and a backward is three kernels.
 #
 # Configurations are a starting point for H200 (BLOCK_R x BLOCK_C x warps):
 # 8 x 128 x 4 keeps 8 elements per thread and m + n = 10 accumulators in
@@ -404,6 +407,7 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 _PROGRAMS_PER_SM = 4
 _NOMINAL_BLOCK_C = 128
 _MIN_ROWS_PER_PROGRAM = 8
+_ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 
 
 def _next_pow2(v: int) -> int:
@@ -496,14 +500,18 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     b = ir.ExternKernel.realize_input(denominator)
 
     nprog = _row_programs(device, R, C_hint)
-    ws = empty_strided([nprog, C, K], None, dtype=spec.cdt, device=device)
+    configs = _template_configs(C_hint, spec.cdt, K)
+    slab_num = _slab(C if spec.num_shared else spec.width, configs)
+    slab_den = _slab(C if spec.den_shared else spec.width, configs)
+    ws_num = empty_strided([nprog, C // slab_num, spec.m], None, dtype=spec.cdt, device=device)
+    ws_den = empty_strided([nprog, C // slab_den, spec.n], None, dtype=spec.cdt, device=device)
     # dx in x's own shape (contiguous): Inductor matches the template's store
     # with an epilogue's loads dimension by dimension (on GPU it does not merge
     # loops before fusing), so an (R, C) output would not fuse with a consumer
     # indexing (B, L, C).  The grid still sees (R, C) (call_sizes).
     out_size = size if len(size) >= 2 else [1, C]
     layout = ir.FixedLayout(device, x.get_dtype(), out_size, ir.FlexibleLayout.contiguous_strides(out_size))
-    inputs = [x2, g2, a, b, ws]
+    inputs = [x2, g2, a, b, ws_num, ws_den]
     # 1/q as one approximate reciprocal (rcp.approx.ftz.f32, within 1 ulp; inline PTX, which the
     # Triton interpreter cannot run) on CUDA in float32 compute; `_state["fast_rcp"]` overrides
     fast_rcp = _state.get("fast_rcp")
@@ -511,18 +519,18 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
         fast_rcp = device.type == "cuda" and spec.cdt == torch.float32
     choices: list = []
     errors = []
-    for block_r, block_c, warps, stages, pipe in _template_configs(C_hint, spec.cdt, K):
+    for block_r, block_c, warps, stages, pipe in configs:
         err = _template().maybe_append_choice(
             choices,
             input_nodes=inputs,
             layout=layout,
-            mutated_inputs=[ws],
+            mutated_inputs=[ws_num, ws_den],
             num_stages=stages,
             num_warps=warps,
             M=spec.m, N=spec.n, G=G,
             NUM_SHARED=spec.num_shared, DEN_SHARED=spec.den_shared,
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
-            NLEAD=len(out_size) - 1, NPROG=nprog, BLOCK_R=block_r, BLOCK_C=block_c,
+            NLEAD=len(out_size) - 1, NPROG=nprog, SLAB_NUM=slab_num, SLAB_DEN=slab_den, BLOCK_R=block_r, BLOCK_C=block_c,
             ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
             call_sizes=[R, C],
         )
@@ -535,46 +543,66 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     if len(out_size) != len(size):  # 1-D x
         dx = lowerings[aten.view.default](dx, size)
 
-    # ---- stage 2: sum the workspace over programs and the group's channels
+    # ---- stage 2: sum the workspace over programs and the group's slabs
     # (and over groups for a shared row): one fixed-order Inductor reduction
     # per output, with the sign of b and the cast fused after it.
-    return (dx, *_finish_from_workspace(spec, ws, nprog, numerator, denominator))
+    return (dx, *_finish_from_workspaces(spec, ws_num, slab_num, ws_den, slab_den, nprog, numerator, denominator))
 
 
-def _finish_from_workspace(spec: LoweringSpec, ws, nprog: int, numerator, denominator):
-    from torch._inductor import ir
+def _slab(span, configs) -> int:
+    """Channels the template sums into one workspace entry, where one entry may cover ``span``
+    channels (a group's width, or all C for a shared row): the largest power of two dividing span,
+    at most every config's BLOCK_C (all powers of two, so the slab divides each: the workspace is
+    the same whatever the config); 1 where span is symbolic."""
+    if not isinstance(span, (int, sympy.Integer)):
+        return 1
+    d = int(span)
+    return max(1, min(d & -d, min(c[1] for c in configs)))
+
+
+def _finish_from_workspaces(spec: LoweringSpec, ws_num, slab_num: int, ws_den, slab_den: int, nprog: int,
+                             numerator, denominator):
+    from torch._inductor import config, ir
     from torch._inductor.virtualized import ops
 
-    cdt, G, D = spec.cdt, spec.groups, spec.width
+    cdt, G, C = spec.cdt, spec.groups, spec.channels
     fdt = _FINISH_DTYPE
-    wl = ws.make_loader()
-    device = ws.get_device()
+    device = ws_num.get_device()
 
-    def coefficient_sum(base: int, k: int, shared: bool):
-        def fn(idx, ridx):
-            gi, i = idx
-            if shared:
-                g, p, d = ridx
-            else:
-                (p, d), g = ridx, gi
-            return load_as(wl, [p, g * D + d, i + base], cdt, fdt)
+    def coefficient_sum(ws, slab: int, k: int, shared: bool):
+        wl = ws.make_loader()
+        if shared:  # (1, k): every entry
+            ranges, reduction_ranges = [1, k], [nprog, C // slab]
 
-        # Inductor's own split: at KAT's shapes (NPROG x D = 8448 partials per output) it splits
-        # each sum in two layers, four small kernels per backward.  Forcing one layer (two
-        # kernels) was slower on the H200 (128 x 197 x 3072 float32: 10.1 + 2.1 + 1.3 us against
-        # 2.2 + 1.9 + 1.5 + 1.2 us split; bench/results/h200_rational_2026-11-28_unsplit_static.json
-        # and _static_nd_fwd.json): each output's sum then runs on one program.
-        red = ir.Reduction.create(
-            device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
-            ranges=[1 if shared else G, k],
-            reduction_ranges=[G, nprog, D] if shared else [nprog, D],
-            reduction_type="sum",
-        )
+            def fn(idx, ridx):
+                return load_as(wl, [ridx[0], ridx[1], idx[1]], cdt, fdt)
+        else:  # (G, k): the group's D / slab entries of each program
+            per = spec.width // slab
+            ranges, reduction_ranges = [G, k], [nprog, per]
+
+            def fn(idx, ridx):
+                return load_as(wl, [ridx[0], idx[0] * per + ridx[1], idx[1]], cdt, fdt)
+
+        # One layer where it is short: the template has summed each program's rows and slabs, so
+        # an output sums NPROG x (entries per program): 264 at KAT's 768 and 192 channels on the
+        # H200 (per group: D / slab = 3; a shared row 768 / 64 = 12 with 88 programs), 132 at
+        # 3072.  Inductor would split even that in two layers (it splits an outer reduction
+        # whenever a few outputs leave the device idle): four kernels per backward, whose launches
+        # and gaps cost more than the sums.  Longer sums (odd group widths: slabs of 1) keep
+        # Inductor's split: with one entry per channel, 8448 per output, one layer was slower
+        # (10.1 + 2.1 + 1.3 us against 2.2 + 1.9 + 1.5 + 1.2 us split, 128 x 197 x 3072 float32,
+        # bench/results/h200_rational_2026-11-28_unsplit_static.json and _static_nd_fwd.json).
+        terms = nprog * size_hint(reduction_ranges[1])
+        with config.patch(split_reductions=config.split_reductions and terms > _ONE_LAYER_MAX_TERMS):
+            red = ir.Reduction.create(
+                device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
+                ranges=ranges, reduction_ranges=reduction_ranges, reduction_type="sum",
+            )
         red.realize()
         return red.make_loader()
 
-    num_sum = coefficient_sum(0, spec.m, spec.num_shared)
-    den_sum = coefficient_sum(spec.m, spec.n, spec.den_shared)
+    num_sum = coefficient_sum(ws_num, slab_num, spec.m, spec.num_shared)
+    den_sum = coefficient_sum(ws_den, slab_den, spec.n, spec.den_shared)
     b_loader = denominator.make_loader()
 
     def num_fn(idx):

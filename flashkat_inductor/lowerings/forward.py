@@ -406,8 +406,35 @@ def _wants_tiles(node_schedule) -> bool:
                 size = buf.get_size() if hasattr(buf, "get_size") else ()
                 if not size or size[-1] != c:
                     return False  # not iterated (*lead, C): e.g. the rational's own (*lead, G, D)
+                if _reads_grouped_rational(snode, c):
+                    return False  # a consumer of a realized (*lead, G, D) rational: 1-D, to fuse with it
                 found = True
     return found
+
+
+def _reads_grouped_rational(snode, c: int) -> bool:
+    """True if the scheduler node reads a realized rational forward iterated (*lead, G, D) with
+    G * D == c.  Such a node only consumes the rational (torch 2.11's view lowering realizes the
+    grouped node under a fused consumer, whose origins still name the rational): tiled, its
+    (rows, C) tiling would differ from the grouped kernel's 1-D one, and Inductor's scheduler
+    refuses to fuse kernels of different tilings (H200, torch 2.11: "tiling mismatch", the
+    consumer then a kernel of its own; bench/probe_fusion.py)."""
+    from torch._inductor.virtualized import V
+
+    target = torch.ops.flashkat.rational_fwd.default
+    for dep in getattr(getattr(snode, "read_writes", None), "reads", ()) or ():
+        try:
+            buf = V.graph.get_buffer(dep.name)
+        except Exception:  # noqa: BLE001 - not a buffer of this graph
+            continue
+        if buf is None or getattr(buf, "_flashkat_expansion", False):
+            continue
+        if not any(getattr(o, "target", None) is target for o in getattr(buf, "origins", None) or ()):
+            continue
+        size = buf.get_size() if hasattr(buf, "get_size") else ()
+        if len(size) >= 2 and size[-2] * size[-1] == c:
+            return True
+    return False
 
 
 def install_tiling_hook() -> None:
