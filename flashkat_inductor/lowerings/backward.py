@@ -375,18 +375,18 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #   grid-stride `while` loop).  Per element it computes dx (stored through
 #   store_output, where Inductor splices any fused epilogue) and adds the
 #   m + n coefficient terms into (BLOCK_R, BLOCK_C) register accumulators;
-#   at the end each program sums them over rows and over each slab of SLAB
-#   adjacent channels (``_slab``: a power of two dividing the group width, so
-#   within one group) and stores one (BLOCK_C / SLAB,) vector per coefficient
-#   into the workspace ws[p, s, k] of shape (NPROG, C / SLAB, m + n)
-#   (coefficient-minor, so that the finishing reduction
+#   at the end each program sums them over rows and over each slab of adjacent
+#   channels (``_slab``: a power of two dividing the group width, or C for a
+#   shared row, and every config's BLOCK_C) and stores one (BLOCK_C / slab,)
+#   vector per coefficient into its tensor's workspace, ws[p, s, k] of shape
+#   (NPROG, C / slab, k) (coefficient-minor, so that the finishing reduction
 #   iterates its outputs in their (group, coefficient) order and Inductor
 #   fuses the sign of b and the cast into it: a coefficient-major workspace
 #   makes Inductor lay the sums out transposed, and the cast becomes a kernel
 #   of its own).
-#   NPROG and SLAB come from the shapes (and the SM count) only, never from a
-#   config, so every autotuning choice writes the same workspace.  Two
-#   one-layer Inductor reductions (one per coefficient tensor) then sum ws over
+#   NPROG and the slabs come from the shapes (and the SM count) only, never from a
+#   config, so every autotuning choice writes the same workspaces.  Two
+#   one-layer Inductor reductions (one per coefficient tensor) then sum them over
 #   p and over each group's slabs, in a fixed order: the coefficient gradients
 #   are deterministic, and a backward is three kernels.
 #
@@ -421,7 +421,9 @@ def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
         return [tuple(c) + (0,) * (5 - len(c)) for c in _state["configs"]]
     cmax = max(16, min(256, _next_pow2(C_hint)))
     base = [(8, 128, 4, 1, 0), (16, 128, 8, 1, 0), (4, 256, 4, 1, 0), (16, 64, 4, 1, 0), (32, 64, 8, 1, 0),
-            (4, 128, 4, 4, 4), (4, 256, 4, 3, 3), (8, 128, 4, 3, 3)]
+            (4, 128, 4, 4, 4), (4, 256, 4, 3, 3), (8, 128, 4, 3, 3),
+            # pipelined loops won every H200 pick since (BLOCK_R = 4): wider and lighter ones too
+            (4, 256, 8, 3, 3), (2, 256, 4, 4, 4), (8, 256, 8, 3, 3)]
     out = []
     for br, bc, w, st, pipe in base:
         bc = min(bc, cmax)
