@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# The backward's coefficient gradients finished in one layer (the template sums each program's
-# slabs of channels into two small workspaces, one per coefficient tensor; two one-layer
-# reductions instead of four kernels), and the tiling hook's fix for the forward fusion that the
-# H200's CUDA test found split (torch 2.11: a consumer of the realized (*lead, G, D) rational was
-# tiled, and Inductor refused to fuse kernels of different tilings), in one call on one H200
-# (about 500 s):
+# Next call: the backward's slab workspaces with the programs fastest (each finishing sum an inner
+# reduction, one program per output; the outputs-fastest layout timed in call 9 of 2026-11-29 made
+# Inductor run the 192-channel site's sums on one program, 4.9 us per call), timed, with the CUDA
+# tests and the forward fusion probe, in one call on one H200 (about 500 s):
 #
 #     run(command="bash bench/run_h200_next.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)

@@ -318,6 +318,25 @@ def test_dynamic_batch_cpp():
     assert counters["stats"]["unique_graphs"] == 1
 
 
+def test_template_slabs():
+    """The template's slab of channels per workspace entry: the largest power of two dividing what
+    one entry may span (a group, or all C for a shared row), at most every config's BLOCK_C; 1 for
+    odd or symbolic spans and from backward._SLAB_MAX_CHANNELS up (measured slower at 3072)."""
+    import sympy
+
+    from flashkat_inductor.lowerings import backward as bw
+
+    configs = bw._template_configs(768, torch.float32, 10)
+    assert min(c[1] for c in configs) == 64
+    assert bw._slab(sympy.Integer(96), configs, 768) == 32  # KAT-T's 768 channels, 8 groups
+    assert bw._slab(sympy.Integer(24), configs, 192) == 8
+    assert bw._slab(sympy.Integer(768), configs, 768) == 64  # a shared row: capped at BLOCK_C
+    assert bw._slab(sympy.Integer(25), configs, 200) == 1
+    assert bw._slab(sympy.Symbol("s0", positive=True, integer=True), configs, 768) == 1
+    assert bw._slab(sympy.Integer(384), configs, bw._SLAB_MAX_CHANNELS) == 1
+    assert bw._slab(sympy.Integer(192), configs, bw._SLAB_MAX_CHANNELS - 512) == 64
+
+
 def test_registration_is_lazy_and_idempotent():
     code = textwrap.dedent("""
         import sys

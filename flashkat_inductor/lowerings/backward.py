@@ -69,7 +69,7 @@ _FINISH_DTYPE = torch.float64
 
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
-    return (_PROGRAMS_PER_SM, _NOMINAL_BLOCK_C, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS,
+    return (_PROGRAMS_PER_SM, _NOMINAL_BLOCK_C, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS, _SLAB_MAX_CHANNELS,
             repr(sorted(_state.items())))
 
 
@@ -408,6 +408,7 @@ _PROGRAMS_PER_SM = 4
 _NOMINAL_BLOCK_C = 128
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
+_SLAB_MAX_CHANNELS = 2048  # the template sums slabs of channels below this width only (_slab)
 
 
 def _next_pow2(v: int) -> int:
@@ -476,7 +477,7 @@ _FORM_ID = {"safe": 0, "signed": 1, "abs_sum": 2}
 def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     """dx from the template (epilogue-fusable), coefficient gradients from its workspace; None if it declines."""
     from torch._inductor import ir
-    from torch._inductor.lowering import empty_strided, lowerings
+    from torch._inductor.lowering import lowerings
     from torch._inductor.select_algorithm import autotune_select_algorithm
     from torch._inductor.virtualized import V
 
@@ -503,10 +504,8 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
 
     nprog = _row_programs(device, R, C_hint)
     configs = _template_configs(C_hint, spec.cdt, K)
-    slab_num = _slab(C if spec.num_shared else spec.width, configs)
-    slab_den = _slab(C if spec.den_shared else spec.width, configs)
-    ws_num = empty_strided([nprog, C // slab_num, spec.m], None, dtype=spec.cdt, device=device)
-    ws_den = empty_strided([nprog, C // slab_den, spec.n], None, dtype=spec.cdt, device=device)
+    ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, configs, nprog, device)
+    ws_den, slab_den, per_den = _workspace(spec, C, C_hint, spec.n, spec.den_shared, configs, nprog, device)
     # dx in x's own shape (contiguous): Inductor matches the template's store
     # with an epilogue's loads dimension by dimension (on GPU it does not merge
     # loops before fusing), so an (R, C) output would not fuse with a consumer
@@ -532,7 +531,8 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             M=spec.m, N=spec.n, G=G,
             NUM_SHARED=spec.num_shared, DEN_SHARED=spec.den_shared,
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
-            NLEAD=len(out_size) - 1, NPROG=nprog, SLAB_NUM=slab_num, SLAB_DEN=slab_den, BLOCK_R=block_r, BLOCK_C=block_c,
+            NLEAD=len(out_size) - 1, NPROG=nprog, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
+            PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c,
             ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
             call_sizes=[R, C],
         )
@@ -548,63 +548,94 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     # ---- stage 2: sum the workspace over programs and the group's slabs
     # (and over groups for a shared row): one fixed-order Inductor reduction
     # per output, with the sign of b and the cast fused after it.
-    return (dx, *_finish_from_workspaces(spec, ws_num, slab_num, ws_den, slab_den, nprog, numerator, denominator))
+    return (dx, *_finish_from_workspaces(spec, nprog, numerator, denominator,
+                                         (ws_num, slab_num, per_num), (ws_den, slab_den, per_den)))
 
 
-def _slab(span, configs) -> int:
+def _workspace(spec: LoweringSpec, C, C_hint: int, k: int, shared: bool, configs, nprog: int, device):
+    """(workspace, slab, entries per output row) of one coefficient tensor's partial sums.
+
+    slab > 1: (rows x k, per x NPROG), rows = 1 (shared) or G, per = the row's span / slab:
+    entry [(g k + i), e NPROG + p], programs fastest; slab = 1: (NPROG, C, k), per unused (0)."""
+    from torch._inductor.lowering import empty_strided
+
+    slab = _slab(C if shared else spec.width, configs, C_hint)
+    if slab == 1:
+        return empty_strided([nprog, C, k], None, dtype=spec.cdt, device=device), 1, 0
+    rows = 1 if shared else spec.groups
+    per = int(C if shared else spec.width) // slab
+    return empty_strided([rows * k, per * nprog], None, dtype=spec.cdt, device=device), slab, per
+
+
+def _slab(span, configs, c_hint: int) -> int:
     """Channels the template sums into one workspace entry, where one entry may cover ``span``
     channels (a group's width, or all C for a shared row): the largest power of two dividing span,
     at most every config's BLOCK_C (all powers of two, so the slab divides each: the workspace is
-    the same whatever the config); 1 where span is symbolic."""
-    if not isinstance(span, (int, sympy.Integer)):
+    the same whatever the config); 1 where span is symbolic, or where C >= _SLAB_MAX_CHANNELS.
+
+    Why the limit: summing slabs in the template (a reshape of each program's sums) cost the
+    fastest bf16 config at 3072 channels 11% (H200: 8 x 128 tiles 0.166 -> 4 x 256 0.184 ms,
+    logs_h200_2026-11-29/call7_ and call9_rational_capture.log), while at 192-1536 every pick got
+    faster (2-8%) and the finishing sums, a share of a step there, went from four kernels to two.
+    At 3072 the finishing sums are 3% of a step."""
+    if not isinstance(span, (int, sympy.Integer)) or c_hint >= _SLAB_MAX_CHANNELS:
         return 1
     d = int(span)
     return max(1, min(d & -d, min(c[1] for c in configs)))
 
 
-def _finish_from_workspaces(spec: LoweringSpec, ws_num, slab_num: int, ws_den, slab_den: int, nprog: int,
-                             numerator, denominator):
+def _finish_from_workspaces(spec: LoweringSpec, nprog: int, numerator, denominator, num_ws: tuple, den_ws: tuple):
     from torch._inductor import config, ir
     from torch._inductor.virtualized import ops
 
     cdt, G, C = spec.cdt, spec.groups, spec.channels
     fdt = _FINISH_DTYPE
-    device = ws_num.get_device()
+    device = num_ws[0].get_device()
 
-    def coefficient_sum(ws, slab: int, k: int, shared: bool):
+    def coefficient_sum(workspace: tuple, k: int, shared: bool):
+        ws, slab, per = workspace
         wl = ws.make_loader()
-        if shared:  # (1, k): every entry
-            ranges, reduction_ranges = [1, k], [nprog, C // slab]
+        rows = 1 if shared else G
+        if slab > 1:  # [(g k + i), e NPROG + p]: each output one contiguous run (an inner reduction)
+            reduction_ranges = [per * nprog]
+
+            def fn(idx, ridx):
+                return load_as(wl, [idx[0] * k + idx[1], ridx[0]], cdt, fdt)
+        elif shared:  # [p, c, i]: every channel
+            reduction_ranges = [nprog, C]
 
             def fn(idx, ridx):
                 return load_as(wl, [ridx[0], ridx[1], idx[1]], cdt, fdt)
-        else:  # (G, k): the group's D / slab entries of each program
-            per = spec.width // slab
-            ranges, reduction_ranges = [G, k], [nprog, per]
+        else:  # [p, c, i]: the group's D channels
+            D = spec.width
+            reduction_ranges = [nprog, D]
 
             def fn(idx, ridx):
-                return load_as(wl, [ridx[0], idx[0] * per + ridx[1], idx[1]], cdt, fdt)
+                return load_as(wl, [ridx[0], idx[0] * D + ridx[1], idx[1]], cdt, fdt)
 
         # One layer where it is short: the template has summed each program's rows and slabs, so
-        # an output sums NPROG x (entries per program): 264 at KAT's 768 and 192 channels on the
-        # H200 (per group: D / slab = 3; a shared row 768 / 64 = 12 with 88 programs), 132 at
-        # 3072.  Inductor would split even that in two layers (it splits an outer reduction
-        # whenever a few outputs leave the device idle): four kernels per backward, whose launches
-        # and gaps cost more than the sums.  Longer sums (odd group widths: slabs of 1) keep
-        # Inductor's split: with one entry per channel, 8448 per output, one layer was slower
-        # (10.1 + 2.1 + 1.3 us against 2.2 + 1.9 + 1.5 + 1.2 us split, 128 x 197 x 3072 float32,
+        # an output sums NPROG x (entries per row): 264 at KAT's 768 and 192 channels on the H200
+        # (D / slab = 3 per group), 1056 for a shared row at 768 (88 programs x 12 slabs of 64).
+        # Inductor would split even those in two layers when a few outputs leave the device
+        # idle: four kernels per backward, whose launches and gaps cost more than the sums.
+        # Longer sums (slabs of 1: wide or odd group widths) keep Inductor's split: with one
+        # entry per channel, 8448 per output, one layer was slower (10.1 + 2.1 + 1.3 us against
+        # 2.2 + 1.9 + 1.5 + 1.2 us split, 128 x 197 x 3072 float32,
         # bench/results/h200_rational_2026-11-28_unsplit_static.json and _static_nd_fwd.json).
-        terms = nprog * size_hint(reduction_ranges[1])
+        # The slab layout puts the programs fastest because an outer reduction (outputs fastest,
+        # the layout before) runs on one program here: 4.9 us per call at KAT-T's 192 channels
+        # (792 entries, h200_train_2026-11-29_kat_t_bfloat16_fused_adamw_profile_slabs.json).
+        terms = nprog * (per if slab > 1 else size_hint(reduction_ranges[1]))
         with config.patch(split_reductions=config.split_reductions and terms > _ONE_LAYER_MAX_TERMS):
             red = ir.Reduction.create(
                 device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
-                ranges=ranges, reduction_ranges=reduction_ranges, reduction_type="sum",
+                ranges=[rows, k], reduction_ranges=reduction_ranges, reduction_type="sum",
             )
         red.realize()
         return red.make_loader()
 
-    num_sum = coefficient_sum(ws_num, slab_num, spec.m, spec.num_shared)
-    den_sum = coefficient_sum(ws_den, slab_den, spec.n, spec.den_shared)
+    num_sum = coefficient_sum(num_ws, spec.m, spec.num_shared)
+    den_sum = coefficient_sum(den_ws, spec.n, spec.den_shared)
     b_loader = denominator.make_loader()
 
     def num_fn(idx):
