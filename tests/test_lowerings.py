@@ -514,6 +514,7 @@ for gn in (8, 1):
     o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), dy, x, a, b)
     result["finish_kernels"].append(sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))))
+    result["finish_hints"] = result.get("finish_hints", []) + re.findall(r"reduction_hint=ReductionHint\.(\w+)", "\n".join(c3))
     result["slab"].append([re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")])
     result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 bw._row_programs = row_programs
@@ -562,6 +563,9 @@ def test_triton_template_on_cpu_interpreter():
     # one template launch, then one one-layer reduction per coefficient tensor over the template's
     # (program, slab) sums: the sign of b and the casts are fused into them, no kernel of their own
     assert res["slab"] == [[["32"], ["32"]], [["64"], ["32"]]], res["slab"]  # per group: D = 96; shared: C = 768
+    # programs fastest in the slab workspaces: each output's sum is one contiguous run (inner),
+    # not an outer reduction, which Inductor runs on one program for a few dozen outputs
+    assert res["finish_hints"] and set(res["finish_hints"]) == {"INNER"}, res["finish_hints"]
     for fin in res["finish_kernels"]:
         assert sum(k.startswith("triton_tem_") for k in fin) == 1, fin
         assert sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == len(fin) - 1 == 2, fin
