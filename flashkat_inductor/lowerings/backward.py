@@ -375,20 +375,23 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #   grid-stride `while` loop).  Per element it computes dx (stored through
 #   store_output, where Inductor splices any fused epilogue) and adds the
 #   m + n coefficient terms into (BLOCK_R, BLOCK_C) register accumulators;
-#   at the end each program sums them over rows and over each slab of adjacent
-#   channels (``_slab``: a power of two dividing the group width, or C for a
-#   shared row, and every config's BLOCK_C) and stores one (BLOCK_C / slab,)
-#   vector per coefficient into its tensor's workspace, ws[p, s, k] of shape
-#   (NPROG, C / slab, k) (coefficient-minor, so that the finishing reduction
-#   iterates its outputs in their (group, coefficient) order and Inductor
-#   fuses the sign of b and the cast into it: a coefficient-major workspace
-#   makes Inductor lay the sums out transposed, and the cast becomes a kernel
-#   of its own).
-#   NPROG and the slabs come from the shapes (and the SM count) only, never from a
-#   config, so every autotuning choice writes the same workspaces.  Two
-#   one-layer Inductor reductions (one per coefficient tensor) then sum them over
-#   p and over each group's slabs, in a fixed order: the coefficient gradients
-#   are deterministic, and a backward is three kernels.
+#   at the end each program sums them over rows and stores them into its
+#   coefficient tensor's workspace (``_workspace``):
+#   - below 2048 channels, summed over slabs of adjacent channels too
+#     (``_slab``: a power of two dividing the group width, or C for a shared
+#     row, and every config's BLOCK_C), at [(g k + i), e NPROG + p], g the
+#     output row, e its slab, the programs fastest: each output's finishing sum
+#     is then one contiguous run of 132 to 1,056 entries at KAT's shapes (an
+#     inner reduction, one program per output), in one layer: a backward is
+#     three kernels;
+#   - from 2048 channels (where the slab sums cost the template 11%) and for
+#     odd group widths, one entry per channel at [p, c, i], coefficient-minor
+#     (so that the finishing reduction iterates its outputs in their (group,
+#     coefficient) order and Inductor fuses the sign of b and the cast into
+#     it), summed by Inductor's reductions, split in two layers where long.
+#   NPROG and the slabs come from the shapes (and the SM count) only, never
+#   from a config, so every autotuning choice writes the same workspaces.  The
+#   sums run in a fixed order: the coefficient gradients are deterministic.
 #
 # Configurations are a starting point for H200 (BLOCK_R x BLOCK_C x warps):
 # 8 x 128 x 4 keeps 8 elements per thread and m + n = 10 accumulators in
