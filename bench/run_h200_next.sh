@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Next call: the backward's slab workspaces with the programs fastest (each finishing sum an inner
 # reduction, one program per output; the outputs-fastest layout timed in call 9 of 2026-11-29 made
-# Inductor run the 192-channel site's sums on one program, 4.9 us per call), timed, with the CUDA
-# tests and the forward fusion probe, in one call on one H200 (about 500 s):
+# Inductor run the 192-channel site's sums on one program, 4.9 us per call), and the template's
+# GROUP_UNIFORM variant (scalar coefficients where BLOCK_C divides the group width; the autotuning
+# logs say whether it wins at 3072), timed, with the CUDA tests and the forward fusion probe, in
+# one call on one H200 (about 500 s):
 #
 #     run(command="bash bench/run_h200_next.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)
