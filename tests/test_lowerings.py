@@ -335,6 +335,14 @@ def test_template_slabs():
     assert bw._slab(sympy.Symbol("s0", positive=True, integer=True), configs, 768) == 1
     assert bw._slab(sympy.Integer(384), configs, bw._SLAB_MAX_CHANNELS) == 1
     assert bw._slab(sympy.Integer(192), configs, bw._SLAB_MAX_CHANNELS - 512) == 64
+    # 32-channel GROUP_UNIFORM tiles where only they lie in one group (D = 96), float32 compute
+    spec = type("Spec", (), {"width": sympy.Integer(96), "cdt": torch.float32})()
+    assert bw._narrow_uniform_configs(spec, 768, 10) == bw._NARROW_UNIFORM
+    assert bw._slab(sympy.Integer(96), configs + bw._NARROW_UNIFORM, 768) == 32
+    assert bw._slab(sympy.Integer(768), configs + bw._NARROW_UNIFORM, 768) == 32
+    for width, c_hint, cdt in ((24, 192, torch.float32), (384, 3072, torch.float32), (96, 768, torch.float64)):
+        spec = type("Spec", (), {"width": sympy.Integer(width), "cdt": cdt})()
+        assert bw._narrow_uniform_configs(spec, c_hint, 10) == [], (width, c_hint, cdt)
 
 
 def test_registration_is_lazy_and_idempotent():
@@ -522,7 +530,9 @@ bw._row_programs = row_programs
 #     (7 x 33 rows, per-group and shared numerators, float32 and bf16, zeros in x)
 bw._state["configs"], bw._state["group_uniform"] = [(4, 64, 4, 1, 0), (2, 128, 4, 3, 3)], True
 result["uniform"] = []
-for C, G, gn, dt in [(256, 2, 2, torch.float32), (192, 3, 1, torch.float32), (384, 3, 3, torch.bfloat16)]:
+for C, G, gn, dt, cfgs in [(256, 2, 2, torch.float32, None), (192, 3, 1, torch.float32, None),
+                           (384, 3, 3, torch.bfloat16, None), (768, 8, 8, torch.bfloat16, [(32, 32, 4, 3, 3)])]:
+    bw._state["configs"] = cfgs or [(4, 64, 4, 1, 0), (2, 128, 4, 3, 3)]  # 32 x 32: KAT-T's D = 96
     x, dy = torch.randn(7, 33, C).to(dt), torch.randn(7, 33, C).to(dt)
     x[0, 0, :9] = 0.0
     a, b = coefficients(6, 4, gn, G, form="safe")
