@@ -6,8 +6,9 @@ Two implementations of one computation, both deterministic (no atomics):
     One fused kernel from ``backward.py.jinja`` writes dx through
     ``store_output`` (so elementwise consumers of dx fuse into it as an
     epilogue) and the m + n coefficient-gradient partial sums, reduction-first,
-    into a float32 workspace passed as ``mutated_inputs``; an Inductor
-    reduction finishes them.  See "How is the template parallelised?" below.
+    into two float32 workspaces (one per coefficient tensor) passed as
+    ``mutated_inputs``; Inductor reductions finish them.  See "How is the
+    template parallelised?" below.
 
 Inductor IR (CPU, and whatever the template does not take)
     ``ir.Pointwise`` for dx and m + n ``ir.Reduction``s for the coefficient
@@ -508,8 +509,9 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     nprog = _row_programs(device, R, C_hint)
     configs = _template_configs(C_hint, spec.cdt, K)
     narrow = _narrow_uniform_configs(spec, C_hint, K)
-    ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, configs + narrow, nprog, device)
-    ws_den, slab_den, per_den = _workspace(spec, C, C_hint, spec.n, spec.den_shared, configs + narrow, nprog, device)
+    offered = configs + narrow  # the slabs must divide every offered BLOCK_C
+    ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, offered, nprog, device)
+    ws_den, slab_den, per_den = _workspace(spec, C, C_hint, spec.n, spec.den_shared, offered, nprog, device)
     # dx in x's own shape (contiguous): Inductor matches the template's store
     # with an epilogue's loads dimension by dimension (on GPU it does not merge
     # loops before fusing), so an (R, C) output would not fuse with a consumer
@@ -595,11 +597,12 @@ def _workspace(spec: LoweringSpec, C, C_hint: int, k: int, shared: bool, configs
     entry [(g k + i), e NPROG + p], programs fastest; slab = 1: (NPROG, C, k), per unused (0)."""
     from torch._inductor.lowering import empty_strided
 
-    slab = _slab(C if shared else spec.width, configs, C_hint)
+    span = C if shared else spec.width
+    slab = _slab(span, configs, C_hint)
     if slab == 1:
         return empty_strided([nprog, C, k], None, dtype=spec.cdt, device=device), 1, 0
     rows = 1 if shared else spec.groups
-    per = int(C if shared else spec.width) // slab
+    per = int(span) // slab
     return empty_strided([rows * k, per * nprog], None, dtype=spec.cdt, device=device), slab, per
 
 
@@ -632,22 +635,17 @@ def _finish_from_workspaces(spec: LoweringSpec, nprog: int, numerator, denominat
         ws, slab, per = workspace
         wl = ws.make_loader()
         rows = 1 if shared else G
+        span = C if shared else spec.width  # channels per output row
         if slab > 1:  # [(g k + i), e NPROG + p]: each output one contiguous run (an inner reduction)
             reduction_ranges = [per * nprog]
 
             def fn(idx, ridx):
                 return load_as(wl, [idx[0] * k + idx[1], ridx[0]], cdt, fdt)
-        elif shared:  # [p, c, i]: every channel
-            reduction_ranges = [nprog, C]
+        else:  # [p, c, i]: the row's span of channels (all C for a shared row, whose g is 0)
+            reduction_ranges = [nprog, span]
 
             def fn(idx, ridx):
-                return load_as(wl, [ridx[0], ridx[1], idx[1]], cdt, fdt)
-        else:  # [p, c, i]: the group's D channels
-            D = spec.width
-            reduction_ranges = [nprog, D]
-
-            def fn(idx, ridx):
-                return load_as(wl, [ridx[0], idx[0] * D + ridx[1], idx[1]], cdt, fdt)
+                return load_as(wl, [ridx[0], idx[0] * span + ridx[1], idx[1]], cdt, fdt)
 
         # One layer where it is short: the template has summed each program's rows and slabs, so
         # an output sums NPROG x (entries per row): 264 at KAT's 768 and 192 channels on the H200
@@ -661,7 +659,7 @@ def _finish_from_workspaces(spec: LoweringSpec, nprog: int, numerator, denominat
         # The slab layout puts the programs fastest because an outer reduction (outputs fastest,
         # the layout before) runs on one program here: 4.9 us per call at KAT-T's 192 channels
         # (792 entries, h200_train_2026-11-29_kat_t_bfloat16_fused_adamw_profile_slabs.json).
-        terms = nprog * (per if slab > 1 else size_hint(reduction_ranges[1]))
+        terms = nprog * size_hint(span) // slab
         with config.patch(split_reductions=config.split_reductions and terms > _ONE_LAYER_MAX_TERMS):
             red = ir.Reduction.create(
                 device=device, dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
