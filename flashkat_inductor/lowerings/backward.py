@@ -508,10 +508,8 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
 
     nprog = _row_programs(device, R, C_hint)
     configs = _template_configs(C_hint, spec.cdt, K)
-    narrow = _narrow_uniform_configs(spec, C_hint, K)
-    offered = configs + narrow  # the slabs must divide every offered BLOCK_C
-    ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, offered, nprog, device)
-    ws_den, slab_den, per_den = _workspace(spec, C, C_hint, spec.n, spec.den_shared, offered, nprog, device)
+    ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, configs, nprog, device)
+    ws_den, slab_den, per_den = _workspace(spec, C, C_hint, spec.n, spec.den_shared, configs, nprog, device)
     # dx in x's own shape (contiguous): Inductor matches the template's store
     # with an epilogue's loads dimension by dimension (on GPU it does not merge
     # loops before fusing), so an (R, C) output would not fuse with a consumer
@@ -526,17 +524,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
         fast_rcp = device.type == "cuda" and spec.cdt == torch.float32
     choices: list = []
     errors = []
-    # where BLOCK_C divides the group width, each config is offered twice: coefficients gathered
-    # per column, and one scalar per program (GROUP_UNIFORM: the loop keeps the loads' vectorised
-    # layout, 4% fewer sm_90 instructions and no shared-memory transposes at 3072 bf16, but 148
-    # registers against 128), and the autotuner measures both
-    # (`_state["group_uniform"]`: True / False offers only that variant where it applies; tests)
-    forced = _state.get("group_uniform")
-    variants = [(cfg, uniform) for cfg in configs
-                for uniform in (((False, True) if forced is None else (forced,))
-                                if _group_uniform(spec, cfg[1]) else (False,))]
-    variants += [(cfg, True) for cfg in narrow]
-    for (block_r, block_c, warps, stages, pipe), uniform in variants:
+    for block_r, block_c, warps, stages, pipe in configs:
         err = _template().maybe_append_choice(
             choices,
             input_nodes=inputs,
@@ -549,7 +537,6 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
             NLEAD=len(out_size) - 1, NPROG=nprog, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
             PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c,
-            GROUP_UNIFORM=uniform,
             ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
             call_sizes=[R, C],
         )
@@ -567,27 +554,6 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     # per output, with the sign of b and the cast fused after it.
     return (dx, *_finish_from_workspaces(spec, nprog, numerator, denominator,
                                          (ws_num, slab_num, per_num), (ws_den, slab_den, per_den)))
-
-
-_NARROW_UNIFORM = [(32, 32, 4, 3, 3), (64, 32, 8, 3, 3)]  # (BLOCK_R, BLOCK_C, warps, stages, PIPE_STAGES)
-
-
-def _narrow_uniform_configs(spec: LoweringSpec, C_hint: int, k: int) -> list:
-    """32-channel tiles, offered with GROUP_UNIFORM only, where no default tile lies in one group but
-    a 32-wide one does (KAT-T's 768 channels: D = 96): sm_90 builds of the bf16 template at 768,
-    386 instructions per 8 elements at 32 x 32 and 380 at 64 x 32 on 8 warps, against 402 for the
-    gathered 4 x 256 the H200 picks, and no shared-memory transposes (158 registers against 154).
-    Below _SLAB_MAX_CHANNELS only (3072 keeps its configs), float32 compute and m + n <= 10."""
-    if (_state.get("configs") or _state.get("group_uniform") is False or spec.cdt != torch.float32 or k > 10
-            or C_hint >= _SLAB_MAX_CHANNELS or not _group_uniform(spec, 32)):
-        return []
-    return list(_NARROW_UNIFORM)
-
-
-def _group_uniform(spec: LoweringSpec, block_c: int) -> bool:
-    """True if every BLOCK_C-wide tile of channels lies in one group (BLOCK_C divides a static D):
-    the template can then load each per-group coefficient as one scalar per program."""
-    return isinstance(spec.width, (int, sympy.Integer)) and int(spec.width) % block_c == 0
 
 
 def _workspace(spec: LoweringSpec, C, C_hint: int, k: int, shared: bool, configs, nprog: int, device):
