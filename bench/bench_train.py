@@ -62,6 +62,11 @@ model x dtype x method):
                                    (peak stats reset after warm-up): base + activations +
                                    gradients + workspace.  None on the CPU
   loss                             loss of the last step (a finite number: the step trained)
+  memory_peak                      (--memory-peak, CUDA) one more step with the allocator's history:
+                                   the peak above the bytes live before it and the largest
+                                   allocations live at that peak, each with its innermost frames
+                                   (for compiled code the generated wrapper's line, which names the
+                                   buffer and its shape); bench/benchlib.py memory_at_peak
   cudagraph_skips                  (--compile-mode reduce-overhead) graphs Inductor ran without CUDA
                                    graphs, counters["inductor"]["cudagraph_skips"] after warm-up
   flashkat_counters                counters["flashkat"] after compiling (flashkat only):
@@ -98,6 +103,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import gc
 import json
 import math
@@ -117,7 +123,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import kat_modules as km  # noqa: E402
-from benchlib import device_name, gpu_activities, triton_version  # noqa: E402
+from benchlib import device_name, gpu_activities, memory_at_peak, triton_version  # noqa: E402
 
 MODELS = {
     "kat_t": (km.KAT_TINY, "vit_tiny_patch16_224"),
@@ -361,6 +367,11 @@ def run_method(method: str, model_name: str, cfg, initial_kat: nn.Module, amp_dt
             row.update(profile_steps(step, images, labels, args.profile, device))
         except Exception as e:  # noqa: BLE001 - the timing above stands without the profile
             row["profile_error"] = f"{type(e).__name__}: {e}"[:300]
+    if args.memory_peak and device.type == "cuda":
+        try:
+            row["memory_peak"] = memory_at_peak(functools.partial(step, images, labels))
+        except Exception as e:  # noqa: BLE001
+            row["memory_peak_error"] = f"{type(e).__name__}: {e}"[:300]
     if method == "eager_flashkat" and device.type != "cuda":
         row["note"] = "Triton interpreter (TRITON_INTERPRET=1): a correctness run, its times mean nothing"
     if not math.isfinite(loss):
@@ -511,6 +522,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="after timing, STEPS more steps under torch.profiler (CUDA): GPU-busy ms per step, "
                          "kernel launches per step and the largest kernels, in the row and on stdout")
+    ap.add_argument("--memory-peak", action="store_true",
+                    help="after timing, one more step with the CUDA allocator's history recorded: the "
+                         "allocations live at its peak, with the generated code's lines (JSON memory_peak)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/train_<device tag>_<date>.json)")
     args = ap.parse_args(argv)
     if args.plot_only:

@@ -58,6 +58,74 @@ def gpu_activities(run, calls: int) -> dict:
     return per
 
 
+def _frame_text(frames, depth: int = 3) -> str:
+    """The innermost ``depth`` Python frames of an allocation, each ``file:line function``, with the
+    source line where it is Inductor's generated code (which names the buffer and its shape)."""
+    import linecache
+    import os
+
+    out = []
+    for fr in frames[:depth]:
+        fn, line = fr.get("filename", "?"), fr.get("line", 0)
+        text = f"{os.path.basename(fn)}:{line} {fr.get('name', '?')}"
+        if "torchinductor" in fn:  # generated code: its line, and whether it is a backward graph
+            bwd = any("tangents_" in ln for ln in linecache.getlines(fn))
+            text += (" (bwd)" if bwd else "") + " | " + linecache.getline(fn, line).strip()[:110]
+        out.append(text)
+    return " <- ".join(out)
+
+
+def memory_at_peak(run, top: int = 30) -> dict:
+    """What is allocated when one call of ``run()`` reaches its peak (CUDA caching allocator, Python
+    stacks recorded): the bytes live before the call, the peak above them, and the largest
+    allocations made during the call and still live at the peak, each with its frames (for
+    compiled code, the generated wrapper's line: the buffer and its shape)."""
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.memory._record_memory_history(enabled="all", context="alloc", stacks="python", clear_history=True,
+                                             max_entries=1_000_000)
+    try:
+        run()
+        torch.cuda.synchronize()
+        snap = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    dev = torch.cuda.current_device()
+    trace = snap["device_traces"][dev] if len(snap["device_traces"]) > dev else []
+    live: dict = {}
+    cur = peak = 0
+    peak_at = None
+    for i, ev in enumerate(trace):
+        act = ev.get("action")
+        if act == "alloc":
+            live[ev["addr"]] = (ev["size"], ev.get("frames", []), i)
+            cur += ev["size"]
+            if cur > peak:
+                peak, peak_at = cur, i
+        elif act == "free_requested" and ev["addr"] in live:
+            cur -= live.pop(ev["addr"])[0]
+    # replay up to the peak to list what was live there
+    live = {}
+    for ev in trace[: (peak_at or -1) + 1]:
+        if ev.get("action") == "alloc":
+            live[ev["addr"]] = (ev["size"], ev.get("frames", []))
+        elif ev.get("action") == "free_requested":
+            live.pop(ev["addr"], None)
+    peak_live = sorted(live.values(), key=lambda t: -t[0])
+    sizes: dict = {}
+    for size, _ in peak_live:
+        key = f"{size / 2**20:.1f}"
+        sizes[key] = sizes.get(key, 0) + 1
+    return {"base_mb": round(base / 2**20, 1), "peak_above_base_mb": round(peak / 2**20, 1),
+            "events": len(trace), "peak_event": peak_at,
+            "peak_by": _frame_text(trace[peak_at].get("frames", []), 4) if peak_at is not None else None,
+            "live_at_peak_mb": round(sum(s for s, _ in peak_live) / 2**20, 1),
+            "live_at_peak_sizes": dict(sorted(sizes.items(), key=lambda kv: -float(kv[0]))),
+            "live_at_peak_top": [[round(s / 2**20, 2), _frame_text(f)] for s, f in peak_live[:top]]}
+
+
 def triton_version() -> str:
     """Triton's version, or "none" where it is not installed."""
     try:
