@@ -77,12 +77,14 @@ def _frame_text(frames, depth: int = 3) -> str:
 
 def memory_at_peak(run, top: int = 30) -> dict:
     """What is allocated when one call of ``run()`` reaches its peak (CUDA caching allocator, Python
-    stacks recorded): the bytes live before the call, the peak above them, and the largest
+    stacks recorded): the bytes live before the call, the peak (checked against
+    max_memory_allocated), what of the bytes live before was freed by then, and the largest
     allocations made during the call and still live at the peak, each with its frames (for
     compiled code, the generated wrapper's line: the buffer and its shape)."""
     import torch
 
     torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     torch.cuda.memory._record_memory_history(enabled="all", context="alloc", stacks="python", clear_history=True,
                                              max_entries=1_000_000)
@@ -94,31 +96,49 @@ def memory_at_peak(run, top: int = 30) -> dict:
         torch.cuda.memory._record_memory_history(enabled=None)
     dev = torch.cuda.current_device()
     trace = snap["device_traces"][dev] if len(snap["device_traces"]) > dev else []
+    # the running total counts every allocation of the call and every free, also of blocks that
+    # were live before it (the last step's gradients, freed by zero_grad): base + the running
+    # total is torch.cuda.memory_allocated along the call
     live: dict = {}
     cur = peak = 0
     peak_at = None
     for i, ev in enumerate(trace):
         act = ev.get("action")
         if act == "alloc":
-            live[ev["addr"]] = (ev["size"], ev.get("frames", []), i)
+            live[ev["addr"]] = ev["size"]
             cur += ev["size"]
             if cur > peak:
                 peak, peak_at = cur, i
-        elif act == "free_requested" and ev["addr"] in live:
-            cur -= live.pop(ev["addr"])[0]
-    # replay up to the peak to list what was live there
+        elif act == "free_requested":
+            cur -= live.pop(ev["addr"], ev.get("size", 0))
+    # replay up to the peak to list what was allocated during the call and live there
     live = {}
+    freed_before = 0
     for ev in trace[: (peak_at or -1) + 1]:
         if ev.get("action") == "alloc":
             live[ev["addr"]] = (ev["size"], ev.get("frames", []))
         elif ev.get("action") == "free_requested":
-            live.pop(ev["addr"], None)
+            if ev["addr"] in live:
+                live.pop(ev["addr"])
+            else:
+                freed_before += ev.get("size", 0)
     peak_live = sorted(live.values(), key=lambda t: -t[0])
     sizes: dict = {}
     for size, _ in peak_live:
         key = f"{size / 2**20:.1f}"
         sizes[key] = sizes.get(key, 0) + 1
-    return {"base_mb": round(base / 2**20, 1), "peak_above_base_mb": round(peak / 2**20, 1),
+    # every allocation of 1 MiB or more live at the peak, grouped by size and by the frames past the
+    # generated code (the model's source line that made it): [MiB, count, frames]
+    groups: dict = {}
+    for size, frames in peak_live:
+        if size >= 2**20:
+            key = (round(size / 2**20, 2), _frame_text([f for f in frames if "torchinductor" not in f.get("filename", "")], 3))
+            groups[key] = groups.get(key, 0) + 1
+    return {"base_mb": round(base / 2**20, 1), "peak_mb": round((base + peak) / 2**20, 1),
+            "live_at_peak_groups": sorted([[mb, n, fr] for (mb, fr), n in groups.items()], key=lambda t: (-t[0], t[2])),
+            "peak_above_base_mb": round(peak / 2**20, 1),
+            "max_memory_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "base_freed_before_peak_mb": round(freed_before / 2**20, 1),
             "events": len(trace), "peak_event": peak_at,
             "peak_by": _frame_text(trace[peak_at].get("frames", []), 4) if peak_at is not None else None,
             "live_at_peak_mb": round(sum(s for s, _ in peak_live) / 2**20, 1),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Where a training step's peak memory goes, and KAT-T bf16 timed again, in one call on one H200
-# (about 420 s):
+# Where a training step's peak memory goes, and KAT-T bf16 timed again, with the CUDA tests, in one
+# call on one H200 (about 420 s):
 #
 #     run(command="bash bench/run_h200_memory.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)
 #
+#   0. the CUDA tests of the kernels and lowerings
 #   1. KAT-T bf16 training step under CUDA graphs with AdamW(fused=True), flashkat and timm's ViT-T
 #      (the README's row: 1.09 in call 11 of 2026-11-29)
 #   2. KAT-T bf16 and KAT-S float32 in the default mode with --memory-peak: one step with the CUDA
@@ -13,6 +14,9 @@
 #      "ViT plus the activations KAT adds" (3 / 37 / 23 MB in the README)
 OUT_NAME=h200_memory
 source "$(dirname "$0")/device_prelude.sh"
+step pytest_cuda "${S0:-170}" python3 -m pytest -q -p no:cacheprovider -rs -k cuda \
+    tests/test_triton_kernels.py tests/test_lowerings.py
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -8
 step train_bf16_fused_adamw "${S1:-130}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
     --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead --fused-adamw \
     --out "$OUT/train_bf16_fused_adamw.json"
@@ -30,9 +34,12 @@ import json, sys, glob
 for f in sorted(glob.glob(sys.argv[1] + "/memory_*.json")):
     for r in json.load(open(f)):
         m = r.get("memory_peak") or {}
-        print(f.split("/")[-1], r["method"], "peak_mb", r.get("peak_mb"), "base", m.get("base_mb"),
-              "above", m.get("peak_above_base_mb"), "live", m.get("live_at_peak_mb"), r.get("memory_peak_error", ""))
+        print(f.split("/")[-1], r["method"], "timed steps' peak_mb", r.get("peak_mb"), "traced step: base",
+              m.get("base_mb"), "peak", m.get("peak_mb"), "max_memory_allocated", m.get("max_memory_allocated_mb"),
+              "freed before peak", m.get("base_freed_before_peak_mb"), "counters", r.get("flashkat_counters", {}).get("bwd_dx_into_grad"),
+              r.get("memory_peak_error", ""))
         print("   by:", (m.get("peak_by") or "")[:300])
-        for mb, fr in (m.get("live_at_peak_top") or [])[:12]:
+        print("   sizes:", list((m.get("live_at_peak_sizes") or {}).items())[:8])
+        for mb, fr in (m.get("live_at_peak_top") or [])[:4]:
             print(f"   {mb:8.2f} {fr[:230]}")
 PY

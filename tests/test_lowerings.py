@@ -518,6 +518,60 @@ for gn in (8, 1):
     result["slab"].append([re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")])
     result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 bw._row_programs = row_programs
+
+# (4) dx written over dy where nothing reads dy afterwards (no dx-sized buffer of its own): dy
+#     computed in the graph, this backward its only reader; declined where dy has another reader,
+#     where dy is a graph input and where a pointwise op reads dx (an epilogue is worth more)
+from torch._dynamo.utils import counters
+bw._state["configs"] = [(4, 64, 4, 3, 3)]
+a, b = coefficients(6, 4, 8, 8, form="safe")
+x, dy0 = torch.randn(7, 33, 200), torch.randn(7, 33, 200)
+x[0, 0, :7] = 0.0
+def only_reader(dy0, x, a, b):
+    return torch.ops.flashkat.rational_bwd(dy0 * 2.0, x, a, b, "safe", "kat")
+def second_reader(dy0, x, a, b):
+    dy = dy0 * 2.0
+    return (*torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"), dy.sum(0))
+def graph_input(dy0, x, a, b):
+    return torch.ops.flashkat.rational_bwd(dy0, x, a, b, "safe", "kat")
+def epilogue(dy0, x, a, b):
+    dx, da, db = torch.ops.flashkat.rational_bwd(dy0 * 2.0, x, a, b, "safe", "kat")
+    return dx * 3.0 + 1.0, da, db
+ref = reference_backward(dy0 * 2.0, x, a, b, "safe", "kat")
+result["into_grad"] = {{}}
+for fn in (only_reader, second_reader, graph_input, epilogue):
+    counters.clear()
+    o, c5 = run_and_get_code(torch.compile(fn, backend="inductor", fullgraph=True), dy0, x, a, b)
+    want = list(ref) if fn is not graph_input else list(reference_backward(dy0, x, a, b, "safe", "kat"))
+    if fn is epilogue:
+        want[0] = want[0] * 3.0 + 1.0
+    errs = [rel_err(u, v) for u, v in zip(o, want)]
+    if fn is second_reader:  # dy itself, read after the backward: not overwritten
+        errs.append(rel_err(o[3], (dy0 * 2.0).sum(0)))
+    code5 = "\n".join(c5)
+    result["into_grad"][fn.__name__] = [counters["flashkat"]["bwd_dx_into_grad"],
+                                       code5.count("empty_strided_cpu((7, 33, 200)"), errs]
+# (5) a KAN MLP (rational -> linear -> rational -> linear) under the flashkat backend: both
+#     backward templates write over dy (the matmuls' outputs), gradients equal eager
+class Act(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        a, b = coefficients(6, 4, 8, 8, form="safe")
+        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
+    def forward(self, x):
+        return fk.rational(x, self.a, self.b, form="safe", zero_sign="kat")
+import flashkat_inductor.backend  # noqa: F401
+mlp = torch.nn.Sequential(Act(), torch.nn.Linear(32, 128), Act(), torch.nn.Linear(128, 32))
+xm = torch.randn(3, 5, 32, requires_grad=True)
+def mlp_grads(mod):
+    for p_ in list(mlp.parameters()) + [xm]:
+        p_.grad = None
+    (mod(xm) * torch.linspace(-1, 1, xm.numel()).view_as(xm)).sum().backward()
+    return [xm.grad.clone()] + [p_.grad.clone() for p_ in mlp.parameters()]
+ref = mlp_grads(mlp)
+counters.clear()
+got = mlp_grads(torch.compile(mlp, backend="flashkat"))
+result["mlp_into_grad"] = [counters["flashkat"]["bwd_dx_into_grad"], [rel_err(u, v) for u, v in zip(got, ref)]]
 print("RESULT" + json.dumps(result))
 """
 
@@ -570,6 +624,16 @@ def test_triton_template_on_cpu_interpreter():
         assert sum(k.startswith("triton_tem_") for k in fin) == 1, fin
         assert sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == len(fin) - 1 == 2, fin
     assert max(res["finish_errs"]) <= F32_BOUND, res["finish_errs"]
+    # dx over dy: only where nothing else reads dy (one (7, 33, 200) buffer: dy's, then dx's)
+    into = res["into_grad"]
+    assert into["only_reader"][:2] == [1, 1], into
+    for name in ("second_reader", "graph_input", "epilogue"):
+        assert into[name][0] == 0, into
+    assert into["second_reader"][1] == 2 and into["epilogue"][1] == 2, into
+    for name, (_, _, errs) in into.items():
+        assert max(errs) <= F32_BOUND, (name, errs)
+    n_into, errs = res["mlp_into_grad"]
+    assert n_into == 2 and max(errs) <= 1e-5, res["mlp_into_grad"]
 
 
 # ============================================================================
@@ -667,3 +731,48 @@ def test_cuda_training_dynamic_batch_bf16_and_forward_fusion():
     assert y.dtype == torch.bfloat16 and xr.grad.dtype == torch.bfloat16
     for name, o, bb_ in zip(("y", "dx", "dnum", "dden"), ours, base):
         assert o <= 2 * bb_, (name, o, bb_)
+
+
+@cuda
+def test_cuda_dx_written_over_dy():
+    """Where nothing reads dy after the backward, the template writes dx over dy's buffer (no
+    dx-sized allocation; the peak of a KAT training step was that allocation): a KAN MLP's two
+    rationals under the flashkat backend, bf16 and float32, gradients against eager; and dy with
+    a second reader keeps its values."""
+    import flashkat_inductor.backend  # noqa: F401
+    from torch._dynamo.utils import counters
+
+    for dtype, bound in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(fk.GroupRational(8), torch.nn.Linear(96, 384), fk.GroupRational(8),
+                                  torch.nn.Linear(384, 96)).cuda().to(dtype)
+        x = torch.randn(16, 197, 96, device="cuda", dtype=dtype, requires_grad=True)
+        w = torch.randn(16, 197, 96, device="cuda", dtype=dtype)
+
+        def grads(mod):
+            for p in list(mlp.parameters()) + [x]:
+                p.grad = None
+            (mod(x).float() * w.float()).sum().backward()
+            return [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
+
+        ref = grads(mlp)
+        torch._dynamo.reset()
+        counters.clear()
+        got = grads(torch.compile(mlp, backend="flashkat"))
+        assert counters["flashkat"]["bwd_dx_into_grad"] == 2, dict(counters["flashkat"])
+        errs = [rel_err(u, v) for u, v in zip(got, ref)]
+        assert max(errs) <= bound, (dtype, errs)
+
+    a, b = coefficients(6, 4, 8, 8, form="safe", device="cuda")
+    x, dy0 = torch.randn(7, 33, 200, device="cuda"), torch.randn(7, 33, 200, device="cuda")
+
+    def second_reader(dy0, x, a, b):
+        dy = dy0 * 2.0
+        return (*torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"), dy.sum(0))
+
+    counters.clear()
+    out, _ = compile_and_run(second_reader, dy0, x, a, b)
+    assert counters["flashkat"]["bwd_dx_into_grad"] == 0
+    ref = reference_backward(dy0 * 2.0, x, a, b, "safe", "kat")
+    errs = [rel_err(u, v) for u, v in zip(out, ref)] + [rel_err(out[3], (dy0 * 2.0).sum(0))]
+    assert max(errs) <= F32_BOUND, errs

@@ -33,6 +33,7 @@ dtype.  Powers are never materialised: running products in registers.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 
 import sympy
@@ -54,6 +55,7 @@ __all__ = ["rational_bwd_lowering", "TEMPLATE_MAX_COEFFS", "TEMPLATE_NAME"]
 
 TEMPLATE_MAX_COEFFS = 8  # m, n <= 8: the template unrolls m + n register accumulators
 TEMPLATE_NAME = "flashkat_rational_bwd"
+DX_INTO_GRAD = "bwd_dx_into_grad"  # counters["flashkat"]: backward templates that wrote dx over dy
 _TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backward.py.jinja")
 
 # Routing switches (tests and benchmarks): "auto" uses the template on CUDA-like
@@ -515,8 +517,17 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     # loops before fusing), so an (R, C) output would not fuse with a consumer
     # indexing (B, L, C).  The grid still sees (R, C) (call_sizes).
     out_size = size if len(size) >= 2 else [1, C]
-    layout = ir.FixedLayout(device, x.get_dtype(), out_size, ir.FlexibleLayout.contiguous_strides(out_size))
     inputs = [x2, g2, a, b, ws_num, ws_den]
+    mutated = [ws_num, ws_den]
+    into_grad = _dx_into_grad(x2, g2, x.get_dtype(), R, C)
+    if into_grad:
+        # dx over dy's buffer (mutated), which nothing reads afterwards: no dx-sized allocation,
+        # as Inductor's in-place reuse gives pointwise kernels (it never does so for templates).
+        # The template's own output is then a one-element placeholder it never writes.
+        layout = ir.FixedLayout(device, torch.float32, [1], [1])
+        mutated = [g2, ws_num, ws_den]
+    else:
+        layout = ir.FixedLayout(device, x.get_dtype(), out_size, ir.FlexibleLayout.contiguous_strides(out_size))
     # 1/q as one approximate reciprocal (rcp.approx.ftz.f32, within 1 ulp; inline PTX, which the
     # Triton interpreter cannot run) on CUDA in float32 compute; `_state["fast_rcp"]` overrides
     fast_rcp = _state.get("fast_rcp")
@@ -529,14 +540,14 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             choices,
             input_nodes=inputs,
             layout=layout,
-            mutated_inputs=[ws_num, ws_den],
+            mutated_inputs=mutated,
             num_stages=stages,
             num_warps=warps,
             M=spec.m, N=spec.n, G=G,
             NUM_SHARED=spec.num_shared, DEN_SHARED=spec.den_shared,
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
             NLEAD=len(out_size) - 1, NPROG=nprog, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
-            PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c,
+            PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c, DX_INTO_GY=into_grad,
             ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
             call_sizes=[R, C],
         )
@@ -546,7 +557,14 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
         raise NotImplementedError(f"flashkat lowering: no backward template config compiled: {errors}")
     res = autotune_select_algorithm(TEMPLATE_NAME, choices, inputs, layout)
     dx = res[0] if isinstance(res, tuple) else res  # torch 2.11: the node; 2.13+: (node, choice)
-    if len(out_size) != len(size):  # 1-D x
+    if into_grad:  # dx is dy's buffer, read after the template's mutation of it
+        from torch._dynamo.utils import counters
+
+        from ..recognisers.base import COUNTER
+
+        counters[COUNTER][DX_INTO_GRAD] += 1
+        dx = lowerings[aten.view.default](ir.TensorBox(g2), size)
+    elif len(out_size) != len(size):  # 1-D x
         dx = lowerings[aten.view.default](dx, size)
 
     # ---- stage 2: sum the workspace over programs and the group's slabs
@@ -554,6 +572,80 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     # per output, with the sign of b and the cast fused after it.
     return (dx, *_finish_from_workspaces(spec, nprog, numerator, denominator,
                                          (ws_num, slab_num, per_num), (ws_den, slab_den, per_den)))
+
+
+_VIEWS = None
+
+
+def _view_targets():
+    global _VIEWS
+    if _VIEWS is None:
+        aten = torch.ops.aten
+        _VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.alias.default}
+    return _VIEWS
+
+
+def _dx_into_grad(x2, g2, dtype, R, C) -> bool:
+    """True where the template may write dx over dy: nothing reads dy after this backward, dy's
+    buffer is the backward's own (computed in this graph: not an input, not a view of a larger
+    or shared buffer), contiguous (R, C) in x's dtype, and no pointwise op consumes dx (an
+    epilogue fused into the template's store_output is worth more than the buffer).
+
+    Inductor frees dy right after the template and allocates dx before it, so at a training
+    step's memory peak (the first KAN block of the backward) both were live: one activation-sized
+    tensor more than a ViT, whose GELU backward Inductor computes in place.  Decided on the FX
+    graph being lowered (``V.graph.current_node``: this ``rational_bwd``; dy its first argument)
+    and on the IR (the buffer that backs dy after realisation)."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import V
+
+    if _state.get("dx_into_grad") is False:
+        return False
+    node = getattr(V.graph, "current_node", None)
+    if node is None or node.target is not torch.ops.flashkat.rational_bwd.default or not node.args:
+        return False
+    # FX: dy, through plain views, each with this backward as its only reader, down to a node
+    # computed in this graph
+    g = node.args[0]
+    while True:
+        if not isinstance(g, torch.fx.Node) or len(g.users) != 1 or g.op != "call_function":
+            return False
+        if g.target in _view_targets():
+            g = g.args[0]
+            continue
+        break
+    if any(a is g for a in node.args[1:]):  # dy's storage is also x
+        return False
+    # dx's readers, through views: no pointwise op (it would fuse into the template's store as an
+    # epilogue)
+    readers = [u for item in node.users if item.target is operator.getitem and item.args[1] == 0
+               for u in item.users]
+    while readers:
+        u = readers.pop()
+        if u.op != "call_function":
+            continue
+        if u.target in _view_targets():
+            readers.extend(u.users)
+        elif torch.Tag.pointwise in getattr(u.target, "tags", ()):
+            return False
+    # IR: g2 views all of one computed buffer, contiguous (R, C), x's dtype
+    sizevars = V.graph.sizevars
+    if not isinstance(g2, ir.ReinterpretView) or g2.get_dtype() != dtype:
+        return False
+    layout = g2.get_layout()
+    if not (isinstance(layout, ir.FixedLayout) and sizevars.statically_known_equals(layout.offset, 0)
+            and len(layout.stride) == 2 and sizevars.statically_known_equals(layout.stride[1], 1)
+            and sizevars.statically_known_equals(layout.stride[0], C)):
+        return False
+    name = g2.get_name()
+    if name == x2.get_name() or name in V.graph.graph_inputs or name in V.graph.constants:
+        return False
+    buf = V.graph.try_get_buffer(name)
+    if buf is None or isinstance(buf, ir.InputBuffer) or buf.get_mutation_names():
+        return False
+    if not isinstance(buf.get_output_spec(), ir.FixedLayout) and not isinstance(buf.get_output_spec(), ir.FlexibleLayout):
+        return False
+    return sizevars.statically_known_equals(buf.get_numel(), R * C)
 
 
 def _workspace(spec: LoweringSpec, C, C_hint: int, k: int, shared: bool, configs, nprog: int, device):
