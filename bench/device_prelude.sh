@@ -18,3 +18,11 @@ step() {
     timeout -k 5 "$secs" "$@" >"$OUT/$name.log" 2>&1
     echo "   rc $?"
 }
+
+# `cuda_tests SECONDS`: the CUDA tests of the kernels and lowerings as step pytest_cuda, then their
+# summary lines
+cuda_tests() {
+    step pytest_cuda "$1" python3 -m pytest -q -p no:cacheprovider -rs -k cuda \
+        tests/test_triton_kernels.py tests/test_lowerings.py
+    grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -8
+}

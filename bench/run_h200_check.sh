@@ -7,9 +7,7 @@
 #         kind="nvidia-h200", timeout_s=600)
 OUT_NAME=h200_check
 source "$(dirname "$0")/device_prelude.sh"
-step pytest_cuda "${S0:-300}" python3 -m pytest -q -p no:cacheprovider -rs -k cuda \
-    tests/test_triton_kernels.py tests/test_lowerings.py
-grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -8
+cuda_tests "${S0:-300}"
 step memory_kat_s_f32 "${S1:-170}" python3 bench/bench_train.py --models kat_s --dtypes float32 \
     --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak \
     --out "$OUT/memory_kat_s_f32.json"

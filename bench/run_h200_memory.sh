@@ -14,9 +14,7 @@
 #      "ViT plus the activations KAT adds" (3 / 37 / 23 MB in the README)
 OUT_NAME=h200_memory
 source "$(dirname "$0")/device_prelude.sh"
-step pytest_cuda "${S0:-170}" python3 -m pytest -q -p no:cacheprovider -rs -k cuda \
-    tests/test_triton_kernels.py tests/test_lowerings.py
-grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -8
+cuda_tests "${S0:-170}"
 step train_bf16_fused_adamw "${S1:-130}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
     --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead --fused-adamw \
     --out "$OUT/train_bf16_fused_adamw.json"

@@ -8,7 +8,8 @@ its own, before anything compiles:
   in the interpreter: ``TRITON_INTERPRET=1`` must be set before Triton loads);
 - makes ``torch.utils._triton.has_triton()`` true;
 - sets ``torch._inductor.config.cpu_backend = "triton"``, so Inductor emits
-  Triton (templates included) for CPU tensors.
+  Triton (templates included) for CPU tensors;
+- gives the interpreter ``libdevice.rsqrt`` (LayerNorm kernels), as ``1 / sqrt``.
 
 These are process-wide changes, which is why the tests that need them run in a
 subprocess.
@@ -21,6 +22,8 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     raise RuntimeError("fake_triton_cpu: set TRITON_INTERPRET=1 before importing (and before triton is imported)")
 
 import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime.driver import driver as _active_driver  # noqa: E402
 
@@ -76,9 +79,23 @@ def _patch_interpreter_index() -> None:
     interp._patch_lang_tensor = patched
 
 
+@triton.jit
+def _rsqrt(x):
+    return 1.0 / tl.sqrt(x)
+
+
+def _patch_libdevice() -> None:
+    """Inductor's LayerNorm kernels call ``libdevice.rsqrt``, which the interpreter does not
+    provide on a CPU-only machine (it returns None there): give it ``1 / sqrt``."""
+    from torch._inductor.runtime import triton_helpers
+
+    triton_helpers.libdevice.rsqrt = _rsqrt
+
+
 def install() -> None:
     _active_driver.set_active(CpuInterpreterDriver())
     _patch_interpreter_index()
+    _patch_libdevice()
     import torch.utils._triton as _tu
 
     _tu.has_triton = lambda: True

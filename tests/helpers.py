@@ -51,6 +51,23 @@ def coefficients(m: int, n: int, gn: int, gd: int, *, kind: str = "random", form
     return a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
 
 
+class RationalAct(torch.nn.Module):
+    """A safe group rational on 8 groups as an nn.Module (random (6, 4) coefficients, KAT's
+    ``sign(0) = +1``); ``float32=True`` computes on ``x.float()``, as KAT's first rational does
+    under autocast."""
+
+    def __init__(self, float32: bool = False):
+        super().__init__()
+        a, b = coefficients(6, 4, 8, 8, form="safe")
+        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
+        self.float32 = float32
+
+    def forward(self, x):
+        import flashkat_inductor as fk
+
+        return fk.rational(x.float() if self.float32 else x, self.a, self.b, form="safe", zero_sign="kat")
+
+
 def naive_lowp(x, a, b, form):
     """The same function computed naively (explicit powers) entirely in x's dtype: the
     low-precision baseline that bf16/fp16 results are bounded against."""

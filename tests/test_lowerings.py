@@ -553,15 +553,9 @@ for fn in (only_reader, second_reader, graph_input, epilogue):
                                        code5.count("empty_strided_cpu((7, 33, 200)"), errs]
 # (5) a KAN MLP (rational -> linear -> rational -> linear) under the flashkat backend: both
 #     backward templates write over dy (the matmuls' outputs), gradients equal eager
-class Act(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        a, b = coefficients(6, 4, 8, 8, form="safe")
-        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
-    def forward(self, x):
-        return fk.rational(x, self.a, self.b, form="safe", zero_sign="kat")
+from helpers import RationalAct
 import flashkat_inductor.backend  # noqa: F401
-mlp = torch.nn.Sequential(Act(), torch.nn.Linear(32, 128), Act(), torch.nn.Linear(128, 32))
+mlp = torch.nn.Sequential(RationalAct(), torch.nn.Linear(32, 128), RationalAct(), torch.nn.Linear(128, 32))
 xm = torch.randn(3, 5, 32, requires_grad=True)
 def mlp_grads(mod):
     for p_ in list(mlp.parameters()) + [xm]:

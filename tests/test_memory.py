@@ -18,7 +18,7 @@ import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 from kat_modules import kat_rational_torch
 
-from helpers import coefficients
+from helpers import RationalAct, coefficients
 
 SHAPE = (4, 17, 64)
 
@@ -100,18 +100,6 @@ def test_kat_reference_under_inductor_keeps_more():
     assert sum(extra) >= x.untyped_storage().nbytes(), rec
 
 
-class _Act(torch.nn.Module):
-    """KAT's first-rational semantics under autocast: computed in float32 on the norm's output."""
-
-    def __init__(self):
-        super().__init__()
-        a, b = coefficients(6, 4, 8, 8, form="safe")
-        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
-
-    def forward(self, x):
-        return fk.rational(x.float(), self.a, self.b, form="safe", zero_sign="kat")
-
-
 def test_kan_block_saves_one_float32_activation_more_than_a_vit_block():
     """What bench/bench_train.py's memory target counts as the activations KAT adds: a KAN MLP
     (norm -> rational -> fc1 -> rational -> fc2) compiled with flashkat under bf16 autocast saves,
@@ -120,7 +108,7 @@ def test_kan_block_saves_one_float32_activation_more_than_a_vit_block():
     coefficients; the second rational's input stays bf16 (no float32 round trip)."""
     torch.manual_seed(0)
     D = 64
-    kan = torch.nn.Sequential(torch.nn.LayerNorm(D), _Act(), torch.nn.Linear(D, 4 * D), _Act(),
+    kan = torch.nn.Sequential(torch.nn.LayerNorm(D), RationalAct(True), torch.nn.Linear(D, 4 * D), RationalAct(True),
                               torch.nn.Linear(4 * D, D))
     vit = torch.nn.Sequential(torch.nn.LayerNorm(D), torch.nn.Linear(D, 4 * D), torch.nn.GELU(),
                               torch.nn.Linear(4 * D, D))

@@ -641,9 +641,13 @@ def _dx_into_grad(x2, g2, dtype, R, C) -> bool:
     if name == x2.get_name() or name in V.graph.graph_inputs or name in V.graph.constants:
         return False
     buf = V.graph.try_get_buffer(name)
-    if buf is None or isinstance(buf, ir.InputBuffer) or buf.get_mutation_names():
+    # a buffer some kernel computed (a pointwise or reduction, a matmul, a template), never an
+    # input, a mutation or a fallback's output that may alias one of its inputs
+    if not isinstance(buf, (ir.ComputedBuffer, ir.ExternKernelOut, ir.TemplateBuffer)):
         return False
-    if not isinstance(buf.get_output_spec(), ir.FixedLayout) and not isinstance(buf.get_output_spec(), ir.FlexibleLayout):
+    if buf.get_mutation_names() or buf.get_inputs_that_alias_output():
+        return False
+    if not isinstance(buf.get_output_spec(), (ir.FixedLayout, ir.FlexibleLayout)):
         return False
     return sizevars.statically_known_equals(buf.get_numel(), R * C)
 
