@@ -5,9 +5,10 @@ Two implementations of one computation, both deterministic (no atomics):
 ``TritonTemplate`` (CUDA, m and n up to ``TEMPLATE_MAX_COEFFS``)
     One fused kernel from ``backward.py.jinja`` writes dx through
     ``store_output`` (so elementwise consumers of dx fuse into it as an
-    epilogue) and the m + n coefficient-gradient partial sums, reduction-first,
-    into two float32 workspaces (one per coefficient tensor) passed as
-    ``mutated_inputs``; Inductor reductions finish them.  See "How is the
+    epilogue), or over dy where nothing reads dy afterwards and no epilogue
+    would fuse (``_dx_into_grad``), and the m + n coefficient-gradient partial
+    sums, reduction-first, into two float32 workspaces (one per coefficient
+    tensor) passed as ``mutated_inputs``; Inductor reductions finish them.  See "How is the
     template parallelised?" below.
 
 Inductor IR (CPU, and whatever the template does not take)
@@ -574,15 +575,11 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
                                          (ws_num, slab_num, per_num), (ws_den, slab_den, per_den)))
 
 
-_VIEWS = None
-
-
-def _view_targets():
-    global _VIEWS
-    if _VIEWS is None:
-        aten = torch.ops.aten
-        _VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.alias.default}
-    return _VIEWS
+@functools.lru_cache(None)
+def _view_targets() -> frozenset:
+    """The FX targets that only view their input (the chain from dy's buffer to this backward)."""
+    aten = torch.ops.aten
+    return frozenset({aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.alias.default})
 
 
 def _dx_into_grad(x2, g2, dtype, R, C) -> bool:
