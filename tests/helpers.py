@@ -68,6 +68,15 @@ class RationalAct(torch.nn.Module):
         return fk.rational(x.float() if self.float32 else x, self.a, self.b, form="safe", zero_sign="kat")
 
 
+def module_grads(run, module: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> list:
+    """[x.grad, each parameter's grad] of ``(run(x) * weight).sum()`` (in float32), ``run`` being
+    ``module`` itself or a compiled version of it; earlier gradients are cleared first."""
+    for p in list(module.parameters()) + [x]:
+        p.grad = None
+    (run(x).float() * weight.float()).sum().backward()
+    return [x.grad.clone()] + [p.grad.clone() for p in module.parameters()]
+
+
 def naive_lowp(x, a, b, form):
     """The same function computed naively (explicit powers) entirely in x's dtype: the
     low-precision baseline that bf16/fp16 results are bounded against."""

@@ -32,7 +32,7 @@ import flashkat_inductor as fk
 from flashkat_inductor.lowerings import register_lowerings
 from flashkat_inductor.semantics import FORMS, ZERO_SIGNS, reference_backward, reference_forward
 
-from helpers import coefficients, naive_lowp, rel_err, run_result_script
+from helpers import coefficients, module_grads, naive_lowp, rel_err, run_result_script
 
 F32_BOUND = 1e-6
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -553,18 +553,14 @@ for fn in (only_reader, second_reader, graph_input, epilogue):
                                        code5.count("empty_strided_cpu((7, 33, 200)"), errs]
 # (5) a KAN MLP (rational -> linear -> rational -> linear) under the flashkat backend: both
 #     backward templates write over dy (the matmuls' outputs), gradients equal eager
-from helpers import RationalAct
+from helpers import RationalAct, module_grads
 import flashkat_inductor.backend  # noqa: F401
 mlp = torch.nn.Sequential(RationalAct(), torch.nn.Linear(32, 128), RationalAct(), torch.nn.Linear(128, 32))
 xm = torch.randn(3, 5, 32, requires_grad=True)
-def mlp_grads(mod):
-    for p_ in list(mlp.parameters()) + [xm]:
-        p_.grad = None
-    (mod(xm) * torch.linspace(-1, 1, xm.numel()).view_as(xm)).sum().backward()
-    return [xm.grad.clone()] + [p_.grad.clone() for p_ in mlp.parameters()]
-ref = mlp_grads(mlp)
+wm = torch.linspace(-1, 1, xm.numel()).view_as(xm)
+ref = module_grads(mlp, mlp, xm, wm)
 counters.clear()
-got = mlp_grads(torch.compile(mlp, backend="flashkat"))
+got = module_grads(torch.compile(mlp, backend="flashkat"), mlp, xm, wm)
 result["mlp_into_grad"] = [counters["flashkat"]["bwd_dx_into_grad"], [rel_err(u, v) for u, v in zip(got, ref)]]
 print("RESULT" + json.dumps(result))
 """
@@ -742,17 +738,10 @@ def test_cuda_dx_written_over_dy():
                                   torch.nn.Linear(384, 96)).cuda().to(dtype)
         x = torch.randn(16, 197, 96, device="cuda", dtype=dtype, requires_grad=True)
         w = torch.randn(16, 197, 96, device="cuda", dtype=dtype)
-
-        def grads(mod):
-            for p in list(mlp.parameters()) + [x]:
-                p.grad = None
-            (mod(x).float() * w.float()).sum().backward()
-            return [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
-
-        ref = grads(mlp)
+        ref = module_grads(mlp, mlp, x, w)
         torch._dynamo.reset()
         counters.clear()
-        got = grads(torch.compile(mlp, backend="flashkat"))
+        got = module_grads(torch.compile(mlp, backend="flashkat"), mlp, x, w)
         assert counters["flashkat"]["bwd_dx_into_grad"] == 2, dict(counters["flashkat"])
         errs = [rel_err(u, v) for u, v in zip(got, ref)]
         assert max(errs) <= bound, (dtype, errs)

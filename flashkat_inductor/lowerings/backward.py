@@ -520,7 +520,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     out_size = size if len(size) >= 2 else [1, C]
     inputs = [x2, g2, a, b, ws_num, ws_den]
     mutated = [ws_num, ws_den]
-    into_grad = _dx_into_grad(x2, g2, x.get_dtype(), R, C)
+    into_grad = _dx_into_grad(x2, g2, R, C)
     if into_grad:
         # dx over dy's buffer (mutated), which nothing reads afterwards: no dx-sized allocation,
         # as Inductor's in-place reuse gives pointwise kernels (it never does so for templates).
@@ -582,7 +582,7 @@ def _view_targets() -> frozenset:
     return frozenset({aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.alias.default})
 
 
-def _dx_into_grad(x2, g2, dtype, R, C) -> bool:
+def _dx_into_grad(x2, g2, R, C) -> bool:
     """True where the template may write dx over dy: nothing reads dy after this backward, dy's
     buffer is the backward's own (computed in this graph: not an input, not a view of a larger
     or shared buffer), contiguous (R, C) in x's dtype, and no pointwise op consumes dx (an
@@ -627,7 +627,7 @@ def _dx_into_grad(x2, g2, dtype, R, C) -> bool:
             return False
     # IR: g2 views all of one computed buffer, contiguous (R, C), x's dtype
     sizevars = V.graph.sizevars
-    if not isinstance(g2, ir.ReinterpretView) or g2.get_dtype() != dtype:
+    if not isinstance(g2, ir.ReinterpretView) or g2.get_dtype() != x2.get_dtype():
         return False
     layout = g2.get_layout()
     if not (isinstance(layout, ir.FixedLayout) and sizevars.statically_known_equals(layout.offset, 0)
