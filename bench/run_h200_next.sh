@@ -1,22 +1,17 @@
 #!/usr/bin/env bash
-# Next call: the whole test suite on one H200 (the CPU tests, and every CUDA test of the kernels,
-# lowerings, ops, KAT functions, robustness and determinism), then KAT-S bf16 (never measured yet)
-# against ViT-S and FlashKAT's modules in eager, in one call (about 530 s):
+# Next call (about 200 s): a KAT block's MLP in bf16 autocast with and without dropout under
+# flashkat's defaults (bench/probe_mlp_fusion.py), after the backward's x alone is narrowed where
+# the dropout keeps the rational's output in float32 (recognisers/round_trips.py,
+# float32_round_trips_dropped_bwd_x). Call 19 of 2026-11-29, before it: 382.7 us without dropout,
+# 518.7 us with (the template 59.6 us, reading the saved float32 copy of x).
 #
 #     run(command="bash bench/run_h200_next.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)
 #
-#   1. pytest tests/ (296 passed, 86 skipped on 2026-11-28, the suite of then; the CUDA tests of
-#      kernels and lowerings alone, 91, passed in call 14 of 2026-11-29)
-#   2. KAT-S bf16 training step under CUDA graphs with AdamW(fused=True) for the compiled models,
-#      flashkat, timm's ViT-S and FlashKAT's modules in eager (KAT-T bf16: 1.09, 1.09, 1.07 in
-#      calls 11-13 of 2026-11-29)
-# bench/run_h200_fusion.sh times the KAT MLP's fusions (bench/probe_mlp_fusion.py) in a call of its own.
+# The whole suite: bench/run_h200_suite.sh (six pytest processes; one process does not finish in
+# a call). KAT-T / KAT-S training steps: bench/bench_train.py (see bench/results/README.md).
 OUT_NAME=h200_next
 source "$(dirname "$0")/device_prelude.sh"
-step pytest_all "${S1:-380}" python3 -m pytest -q -p no:cacheprovider -rs tests/
-grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_all.log" | tail -12
-step train_kat_s_bf16 "${S2:-150}" python3 bench/bench_train.py --models kat_s --dtypes bfloat16 \
-    --methods vit_inductor,flashkat,eager_flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead \
-    --fused-adamw --out "$OUT/train_kat_s_bf16.json"
-grep -E "median|Error|^kat_s" "$OUT/train_kat_s_bf16.log" | cut -c1-200 | head -12
+step probe_bf16_dropout "${S1:-190}" python3 bench/probe_mlp_fusion.py --dtypes bfloat16 --dropouts 0.1,0.0 \
+    --options default --out "$OUT/mlp_fusion_bf16.json"
+grep -E "^bfloat16|fwd:|bwd:" "$OUT/probe_bf16_dropout.log" | cut -c1-400

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -100,18 +101,34 @@ KAT_MODES = [m for m in init_modes() if m != "identity"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_result_script(code: str, *, cwd: str = ROOT, pythonpath: str = ROOT, drop=(), timeout: int = 600,
+def run_result_script(code: str, *, cwd: str = ROOT, pythonpath: str = ROOT, drop=(), timeout: int | None = None,
                       **env_vars) -> dict:
     """Run ``python -c code`` in a fresh process and return the JSON object of its last
     stdout line that starts with ``RESULT``; ``pythonpath`` goes first on PYTHONPATH,
-    ``env_vars`` are added to the environment and the names in ``drop`` removed from it."""
+    ``env_vars`` are added to the environment and the names in ``drop`` removed from it.
+
+    The child runs with ``-X faulthandler``; one that outlives ``timeout`` seconds (default
+    ``FLASHKAT_TEST_CHILD_TIMEOUT``, else 600) gets SIGABRT, so the failure shows the Python stack
+    of every thread where it stalled instead of a bare timeout."""
+    if timeout is None:
+        timeout = int(os.environ.get("FLASHKAT_TEST_CHILD_TIMEOUT", "600"))
     env = dict(os.environ, PYTHONPATH=pythonpath + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_vars)
     for name in drop:
         env.pop(name, None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env,
-                         timeout=timeout)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert out.returncode == 0 and lines, out.stderr[-5000:]
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        raise AssertionError(f"child still running after {timeout} s; its stacks at SIGABRT:\n{stderr[-8000:]}")
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, stderr[-5000:]
     return json.loads(lines[-1][len("RESULT"):])
 
 
