@@ -10,7 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import flashkat_inductor as fk
-from flashkat_inductor.recognisers.round_trips import NARROWED_BWD, NARROWED_FWD
+from flashkat_inductor.recognisers.round_trips import NARROWED_BWD, NARROWED_BWD_X, NARROWED_FWD
 
 from helpers import coefficients, rel_err
 
@@ -74,14 +74,25 @@ def test_round_trip_dropped_exactly(dtype):
     for g_, r_ in zip(got[:4], ref[:4]):
         assert rel_err(g_, r_) <= (2e-2 if dtype == torch.bfloat16 else 2e-3), rel_err(g_, r_)
 
-    # near miss: the float32 output is also used in float32: both left as they are
+    # near miss: the float32 output is also used in float32: the forward and the incoming
+    # gradient (float32, the sum's ones added) stay float32; the backward's x alone is narrowed,
+    # with the same dx bit for bit as with every round trip kept
+    def near_miss():
+        xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+        out, s = torch.compile(_site, backend="flashkat", fullgraph=True)(xr, ar, br, w, True)
+        (out.float().sum() + s).backward()
+        return xr.grad
+
     counters.clear()
     torch._dynamo.reset()
-    xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
-    out, s = torch.compile(_site, backend="flashkat", fullgraph=True)(xr, ar, br, w, True)
-    (out.float().sum() + s).backward()
+    dx = near_miss()
     assert counters["flashkat"][NARROWED_FWD] == 0 and counters["flashkat"][NARROWED_BWD] == 0, dict(counters["flashkat"])
-    assert torch.isfinite(xr.grad.float()).all()
+    assert counters["flashkat"][NARROWED_BWD_X] == 1, dict(counters["flashkat"])
+    torch._dynamo.reset()
+    with mock.patch.dict(os.environ, {"FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS": "1"}):
+        dx_kept = near_miss()
+    assert dx.dtype == dtype and torch.equal(dx, dx_kept)
+    assert torch.isfinite(dx.float()).all()
 
 
 def test_dropout_zero_between_is_narrowed_both_ways():
@@ -109,6 +120,42 @@ def test_dropout_zero_between_is_narrowed_both_ways():
     xr = x.detach().clone().requires_grad_()
     f(xr, a, b, w).float().sum().backward()
     assert rel_err(x.grad, xr.grad) <= 2e-2
+
+
+def test_dropout_between_narrows_the_backwards_x():
+    """Dropout(p > 0) between the activation and fc2 runs in float32 on the float32 output, so
+    the forward keeps it (dropping the round trip would round twice) and the incoming gradient
+    is float32 (times the mask and the scale): the backward reads bf16 x instead of its float32
+    copy, which is then no longer saved, with the same results bit for bit (same seed, same
+    masks) as with the round trips kept."""
+    a, b = coefficients(6, 4, 1, 8)
+    x = torch.randn(7, 33, 64).to(torch.bfloat16)
+    w = (0.1 * torch.randn(64, 16)).to(torch.bfloat16)
+
+    def f(x16, a, b, w):
+        y32 = fk.rational(x16.float(), a, b, form="safe", zero_sign="kat")
+        return torch.nn.functional.dropout(y32, 0.25, True).to(x16.dtype) @ w
+
+    def run(keep: bool):
+        torch._dynamo.reset()
+        counters.clear()
+        xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+        saved = []
+        with mock.patch.dict(os.environ, {"FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS": "1" if keep else "0"}):
+            torch.manual_seed(5)
+            with torch.autograd.graph.saved_tensors_hooks(
+                    lambda t: (saved.append((t.dtype, tuple(t.shape))), t)[1], lambda t: t):
+                out = torch.compile(f, backend="flashkat", fullgraph=True)(xr, ar, br, w)
+            out.float().square().sum().backward()
+        return (out, xr.grad, ar.grad, br.grad), saved, dict(counters["flashkat"])
+
+    got, saved, c = run(False)
+    assert c.get(NARROWED_BWD_X) == 1 and not c.get(NARROWED_FWD) and not c.get(NARROWED_BWD), c
+    assert (torch.float32, tuple(x.shape)) not in saved and (torch.bfloat16, tuple(x.shape)) in saved, saved
+    kept, saved_kept, _ = run(True)
+    assert (torch.float32, tuple(x.shape)) in saved_kept, saved_kept
+    for g_, k_ in zip(got, kept):
+        assert torch.isfinite(g_.float()).all() and torch.equal(g_, k_)
 
 
 def test_clone_with_a_float32_reader_is_not_narrowed():

@@ -25,7 +25,15 @@ A site is narrowed only where every user of the float32 result is a conversion t
 ``dt``, directly or through a plain clone (what ``Dropout(p=0)``, KAT's default
 between the activation and fc2, is in a training graph): a float32 consumer (a
 residual add in float32, say) would see a different value.  The forward and the
-backward are narrowed independently.  Narrowed, the forward's output is a buffer
+backward are narrowed independently.
+
+The backward's ``x`` alone is narrowed where its gradient is not a widened ``dt`` tensor:
+under ``Dropout(p > 0)`` the incoming gradient is ``convert(dy16, float32) * mask * scale``,
+computed in float32, and a float32 reader of the output adds a float32 gradient.  Then
+``convert(rational_bwd(dy32, convert(x16, f32))[0], dt) == rational_bwd(dy32, x16)[0]`` bit
+for bit for the same reason, the partitioner saves ``x16`` instead of its float32 copy, and
+the forward's ``convert(x16, f32)`` is read by the forward alone, inlined into its kernel
+(``counters["flashkat"]["float32_round_trips_dropped_bwd_x"]``).  Narrowed, the forward's output is a buffer
 of its own that fc2 reads, so the lowering iterates it by groups
 (lowerings/forward.py, GROUPED_RANGES) instead of inside the cast's kernel.
 """
@@ -41,6 +49,7 @@ from .base import cast_dtype, refresh_fake_values, val
 COUNTER = "flashkat"
 NARROWED_FWD = "float32_round_trips_dropped_fwd"
 NARROWED_BWD = "float32_round_trips_dropped_bwd"
+NARROWED_BWD_X = "float32_round_trips_dropped_bwd_x"
 _LOW = (torch.bfloat16, torch.float16)
 
 
@@ -113,18 +122,21 @@ def drop_float32_round_trips(graph: Graph) -> int:
         counters[COUNTER][NARROWED_FWD] += 1
         done += 1
     for node in list(graph.find_nodes(op="call_function", target=bwd_op)):
-        dy16, x16 = _widened_from(node.args[0]), _widened_from(node.args[1])
-        if dy16 is None or x16 is None or _dtype(dy16) is not _dtype(x16):
+        x16 = _widened_from(node.args[1])
+        if x16 is None or any(u.target is not operator.getitem for u in node.users):
             continue
         dt = _dtype(x16)
-        if any(u.target is not operator.getitem for u in node.users):
-            continue
         dx = [u for u in node.users if u.args[1] == 0]
         if any(d.users and not _all_narrowing(d, dt) for d in dx):
             continue
-        widenings += [node.args[0], node.args[1]]
+        # the incoming gradient too where it is a widened dt tensor; else (a float32 gradient
+        # computed in float32: a dropout's mask and scale, a float32 reader of the output) x alone
+        dy16 = _widened_from(node.args[0])
+        whole = dy16 is not None and _dtype(dy16) is dt
+        widenings += [node.args[0], node.args[1]] if whole else [node.args[1]]
         with graph.inserting_before(node):
-            new = graph.call_function(bwd_op, (dy16, x16) + tuple(node.args[2:]), dict(node.kwargs))
+            new = graph.call_function(bwd_op, (dy16 if whole else node.args[0], x16) + tuple(node.args[2:]),
+                                      dict(node.kwargs))
         new.meta.update(node.meta)
         old_val = node.meta.get("val")
         if old_val is not None:
@@ -143,7 +155,7 @@ def drop_float32_round_trips(graph: Graph) -> int:
             new_nodes.append(ng)
         graph.erase_node(node)
         new_nodes.append(new)
-        counters[COUNTER][NARROWED_BWD] += 1
+        counters[COUNTER][NARROWED_BWD if whole else NARROWED_BWD_X] += 1
         done += 1
     if done:
         for w in dict.fromkeys(widenings):  # the float32 copies nothing reads any more
