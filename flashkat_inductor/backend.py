@@ -47,6 +47,7 @@ from . import capture_shim
 from .kat_functions import rewrite_kat_functions
 from .recognisers import rewrite_graph
 from .recognisers.round_trips import drop_float32_round_trips
+from .recognisers.shared_rows import unrepeat_shared_rows
 
 BACKEND_NAME = "flashkat"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -111,6 +112,7 @@ class FlashKatJointPass(CustomGraphPass):
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         rewrite_graph(graph, "joint")
+        unrepeat_shared_rows(graph)
         if os.environ.get("FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS", "0") != "1":
             drop_float32_round_trips(graph)
 
@@ -131,6 +133,7 @@ class FlashKatPostGradPass(_PostBase):  # type: ignore[misc, valid-type]
 
     def __call__(self, graph: torch.fx.Graph, is_inference: Optional[bool] = None) -> None:
         rewrite_graph(graph, "post", is_inference)
+        unrepeat_shared_rows(graph)  # inference graphs; in training the joint pass did it
 
     def uuid(self) -> Any:
         return (type(self).__name__, source_hash(), _switches())
