@@ -33,9 +33,11 @@ computed in float32, and a float32 reader of the output adds a float32 gradient.
 ``convert(rational_bwd(dy32, convert(x16, f32))[0], dt) == rational_bwd(dy32, x16)[0]`` bit
 for bit for the same reason, the partitioner saves ``x16`` instead of its float32 copy, and
 the forward's ``convert(x16, f32)`` is read by the forward alone, inlined into its kernel
-(``counters["flashkat"]["float32_round_trips_dropped_bwd_x"]``).  Narrowed, the forward's output is a buffer
-of its own that fc2 reads, so the lowering iterates it by groups
-(lowerings/forward.py, GROUPED_RANGES) instead of inside the cast's kernel.
+(``counters["flashkat"]["float32_round_trips_dropped_bwd_x"]``).
+
+Narrowed, the forward's output is a buffer of its own that fc2 reads, so the lowering
+iterates it by groups (lowerings/forward.py, GROUPED_RANGES) instead of inside the cast's
+kernel.
 """
 from __future__ import annotations
 

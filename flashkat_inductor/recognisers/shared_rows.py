@@ -28,7 +28,7 @@ from .base import refresh_fake_values, val
 
 COUNTER = "flashkat"
 UNREPEATED = "shared_rows_unrepeated"
-_FWD_POS = {1: "numerator", 2: "denominator"}  # rational_fwd(x, num, den, form, zero_sign)
+_FWD_POS = (1, 2)  # rational_fwd(x, num, den, form, zero_sign)
 _BWD_POS = {2: 1, 3: 2}  # rational_bwd(dy, x, num, den, ...) argument -> its output index
 _VIEWS = (torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten._unsafe_view.default)
 
@@ -38,8 +38,10 @@ def _row_repeated(node: Node) -> "Node | None":
     if node.op != "call_function" or node.target is not torch.ops.aten.repeat.default or node.kwargs:
         return None
     w, reps = node.args
+    if not isinstance(w, Node) or len(reps) != 2:
+        return None
     wv, nv = val(w), val(node)
-    if not isinstance(w, Node) or wv is None or nv is None or wv.dim() != 2 or len(reps) != 2:
+    if wv is None or nv is None or wv.dim() != 2:
         return None
     if not (isinstance(reps[1], int) and reps[1] == 1 and wv.shape[0] == 1 and nv.shape[0] == reps[0]):
         return None
