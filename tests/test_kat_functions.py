@@ -616,6 +616,8 @@ def test_autocast_casts_are_kept(worker):
     assert_rewritten_group(r)
     assert r["casts_kept"]
     assert r["dtype"] == r["eager_dtype"] == "torch.float32"  # custom_fwd computes (and returns) float32
+    # the float32 output is read in float32, so only the backward's x is narrowed (round_trips.py)
+    assert r["counters"].get("float32_round_trips_dropped_bwd_x") == 1, r["counters"]
     assert max(r["errors"].values()) <= 1e-3, r["errors"]  # bf16 Linear before it: same bf16 inputs both ways
 
 
@@ -635,6 +637,8 @@ def test_kat_vit_training_matches_eager(worker):
     sites = 2 * km.KAT_TEST.depth
     assert_rewritten_group(r, sites)
     assert r["unique_graphs"] == 1  # the whole ViT is one graph (on 2.11 thanks to the shim)
+    # KAT_Group's repeated (1, m) numerator goes to the ops as it is (shared_rows.py)
+    assert r["counters"].get("shared_rows_unrepeated") == sites, r["counters"]
     assert_same_training(r)
 
 
