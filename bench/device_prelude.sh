@@ -26,3 +26,12 @@ cuda_tests() {
         tests/test_triton_kernels.py tests/test_lowerings.py
     grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -8
 }
+
+# `train_step NAME SECONDS ARGS...`: bench/bench_train.py ARGS as step NAME, its rows in
+# $OUT/NAME.json, then its summary lines
+train_step() {
+    local name=$1 secs=$2
+    shift 2
+    step "$name" "$secs" python3 bench/bench_train.py "$@" --out "$OUT/$name.json"
+    grep -E "median|Error|^kat_" "$OUT/$name.log" | cut -c1-200 | head -12
+}

@@ -8,10 +8,8 @@
 OUT_NAME=h200_check
 source "$(dirname "$0")/device_prelude.sh"
 cuda_tests "${S0:-300}"
-step memory_kat_s_f32 "${S1:-170}" python3 bench/bench_train.py --models kat_s --dtypes float32 \
-    --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak \
-    --out "$OUT/memory_kat_s_f32.json"
-grep -E "median|Error|^kat_s" "$OUT/memory_kat_s_f32.log" | cut -c1-200 | head -12
+train_step memory_kat_s_f32 "${S1:-170}" --models kat_s --dtypes float32 \
+    --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1] + "/memory_kat_s_f32.json"))

@@ -15,18 +15,12 @@
 OUT_NAME=h200_memory
 source "$(dirname "$0")/device_prelude.sh"
 cuda_tests "${S0:-170}"
-step train_bf16_fused_adamw "${S1:-130}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
-    --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead --fused-adamw \
-    --out "$OUT/train_bf16_fused_adamw.json"
-grep -E "median|Error|^kat_t" "$OUT/train_bf16_fused_adamw.log" | cut -c1-200 | head -12
-step memory_kat_t_bf16 "${S2:-110}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
-    --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak \
-    --out "$OUT/memory_kat_t_bf16.json"
-grep -E "median|Error|^kat_t" "$OUT/memory_kat_t_bf16.log" | cut -c1-200 | head -12
-step memory_kat_s_f32 "${S3:-170}" python3 bench/bench_train.py --models kat_s --dtypes float32 \
-    --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak \
-    --out "$OUT/memory_kat_s_f32.json"
-grep -E "median|Error|^kat_s" "$OUT/memory_kat_s_f32.log" | cut -c1-200 | head -12
+train_step train_bf16_fused_adamw "${S1:-130}" --models kat_t --dtypes bfloat16 \
+    --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead --fused-adamw
+train_step memory_kat_t_bf16 "${S2:-110}" --models kat_t --dtypes bfloat16 \
+    --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak
+train_step memory_kat_s_f32 "${S3:-170}" --models kat_s --dtypes float32 \
+    --methods vit_inductor,flashkat --steps 3 --warmup 1 --fused-adamw --memory-peak
 python3 - "$OUT" <<'PY'
 import json, sys, glob
 for f in sorted(glob.glob(sys.argv[1] + "/memory_*.json")):

@@ -15,10 +15,8 @@
 OUT_NAME=h200_next
 source "$(dirname "$0")/device_prelude.sh"
 cuda_tests "${S1:-170}"
-step train_kat_t_bf16 "${S2:-150}" python3 bench/bench_train.py --models kat_t --dtypes bfloat16 \
-    --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead --fused-adamw \
-    --out "$OUT/train_kat_t_bf16.json"
-grep -E "median|Error|^kat_t" "$OUT/train_kat_t_bf16.log" | cut -c1-200 | head -12
+train_step train_kat_t_bf16 "${S2:-150}" --models kat_t --dtypes bfloat16 \
+    --methods vit_inductor,flashkat --steps 20 --warmup 5 --compile-mode reduce-overhead --fused-adamw
 step probe_bf16 "${S3:-120}" python3 bench/probe_mlp_fusion.py --dtypes bfloat16 --dropouts 0.1,0.0 \
     --options default --out "$OUT/mlp_fusion_bf16.json"
 grep -E "^bfloat16" "$OUT/probe_bf16.log" | cut -c1-200
