@@ -578,8 +578,9 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
 @functools.lru_cache(None)
 def _view_targets() -> frozenset:
     """The FX targets that only view their input (the chain from dy's buffer to this backward)."""
-    aten = torch.ops.aten
-    return frozenset({aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.alias.default})
+    from ..recognisers.base import RESHAPES
+
+    return frozenset(RESHAPES + (torch.ops.aten.alias.default,))
 
 
 def _dx_into_grad(x2, g2, R, C) -> bool:

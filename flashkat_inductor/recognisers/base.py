@@ -11,6 +11,8 @@ from torch._dynamo.utils import counters
 from torch.fx import Node
 
 COUNTER = "flashkat"  # torch._dynamo.utils.counters["flashkat"][<pattern name>]
+# the FX targets that reshape a tensor without copying it (a chain of them is one tensor's storage)
+RESHAPES = (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default, torch.ops.aten.reshape.default)
 
 
 def dynamic_rewrites_enabled() -> bool:

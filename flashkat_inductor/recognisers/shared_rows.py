@@ -24,13 +24,12 @@ import operator
 import torch
 from torch.fx import Graph, Node
 
-from .base import refresh_fake_values, val
+from .base import RESHAPES, refresh_fake_values, val
 
 COUNTER = "flashkat"
 UNREPEATED = "shared_rows_unrepeated"
 _FWD_POS = (1, 2)  # rational_fwd(x, num, den, form, zero_sign)
 _BWD_POS = {2: 1, 3: 2}  # rational_bwd(dy, x, num, den, ...) argument -> its output index
-_VIEWS = (torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten._unsafe_view.default)
 
 
 def _row_repeated(node: Node) -> "Node | None":
@@ -56,7 +55,7 @@ def _sum_over_groups(grad: Node, w: Node) -> "Node | None":
     node = grad
     while len(node.users) == 1:
         (user,) = node.users
-        if user.op == "call_function" and user.target in _VIEWS:
+        if user.op == "call_function" and user.target in RESHAPES:
             node = user
             continue
         total, wv = val(user), val(w)
