@@ -1,6 +1,7 @@
 """Test helpers shared by the numeric tests: inputs, error measure, low-precision baselines."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -145,3 +146,14 @@ def train_step(compiled, flat, grads, capture: bool):
     if capture:
         return run_and_get_code(step)
     return step(), []
+
+
+@contextlib.contextmanager
+def no_compile_caches():
+    """Inductor's FX-graph cache and AOTAutograd's cache off: every compile runs the graph passes
+    (a cache hit skips them, and with them the counters tests assert)."""
+    import torch._functorch.config as fconfig
+    from torch._inductor import config as iconfig
+
+    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+        yield

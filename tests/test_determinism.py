@@ -29,7 +29,7 @@ import torch
 import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 
-from helpers import coefficients, run_result_script
+from helpers import coefficients, no_compile_caches, run_result_script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -96,11 +96,8 @@ def test_eager_cpu_is_bitwise_reproducible(deterministic):
 
 
 def test_compiled_cpu_is_bitwise_reproducible():
-    import torch._functorch.config as fconfig
-    from torch._inductor import config as iconfig
-
     inputs = _inputs((8, 50, 192), seed=1)
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         torch._dynamo.reset()
         compiled = torch.compile(_many, backend="flashkat")
         r1 = _grads(compiled, inputs)

@@ -33,7 +33,7 @@ import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401
 from flashkat_inductor.semantics import reference_backward, reference_forward
 
-from helpers import coefficients, rel_err, run_result_script, train_step
+from helpers import coefficients, no_compile_caches, rel_err, run_result_script, train_step
 from test_recognisers import SITES, eager_run, expected_counts, make_inputs, model_of, weighted_loss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,10 +43,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_compile_caches():
-    import torch._functorch.config as fconfig
-    from torch._inductor import config as iconfig
-
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         yield
 
 

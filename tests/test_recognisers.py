@@ -25,7 +25,7 @@ from flashkat_inductor.recognisers.kat_reference import kat_reference
 
 from flashkat_inductor.recognisers.pointwise import _addcmul_decomposed
 
-from helpers import coefficients, rel_err
+from helpers import coefficients, no_compile_caches, rel_err
 
 TOL = 1e-5  # compiled vs eager, relative (norm) error, float32
 
@@ -240,10 +240,7 @@ def weighted_loss(outs):
 @pytest.fixture(scope="module", autouse=True)
 def _no_compile_caches():
     """A cache hit skips the graph passes (and their counters): compile for real here."""
-    import torch._functorch.config as fconfig
-    from torch._inductor import config as iconfig
-
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         yield
 
 

@@ -55,7 +55,7 @@ import flashkat_inductor as fk
 import flashkat_inductor.backend  # noqa: F401 - registers the backend where no entry point is installed
 from flashkat_inductor.semantics import compute_dtype, init_coefficients, reference_backward, reference_forward
 
-from helpers import rel_err
+from helpers import no_compile_caches, rel_err
 from test_recognisers import horner_safe as _horner_safe
 
 F32_TOL = 2e-5  # finite values vs the float64 reference, relative (norm) error, float32
@@ -485,11 +485,8 @@ def value_outcome(case, inp, res) -> list:
 
 @pytest.fixture(scope="module")
 def value_results():
-    from torch._inductor import config as iconfig
-    import torch._functorch.config as fconfig
-
     eager = run_cases(VALUE_CASES, compiled=False)
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         compiled = run_cases(VALUE_CASES, compiled=True)
     return eager, compiled
 
@@ -620,10 +617,7 @@ def run_hand(cases, backend: Optional[str]):
 
 @pytest.fixture(scope="module")
 def hand_results():
-    from torch._inductor import config as iconfig
-    import torch._functorch.config as fconfig
-
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         flash, count = run_hand(HAND_WRITTEN, "flashkat")
         ind, _ = run_hand(HAND_WRITTEN, "inductor")
     return run_hand(HAND_WRITTEN, None)[0], flash, ind, count

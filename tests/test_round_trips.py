@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 import flashkat_inductor as fk
 from flashkat_inductor.recognisers.round_trips import NARROWED_BWD, NARROWED_BWD_X, NARROWED_FWD
 
-from helpers import coefficients, rel_err
+from helpers import coefficients, no_compile_caches, rel_err
 
 
 def _site(x16, a, b, w, keep_f32: bool):
@@ -21,13 +21,20 @@ def _site(x16, a, b, w, keep_f32: bool):
     return (out, y32.sum()) if keep_f32 else out
 
 
+def _recording_saved(saved: list):
+    """Autograd's saved-tensor hooks that append (dtype, shape) of every tensor saved for the
+    backward to ``saved`` (the tensors themselves are kept as they are)."""
+    def pack(t):
+        saved.append((t.dtype, tuple(t.shape)))
+        return t
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+
 @pytest.fixture(autouse=True)
 def _no_caches():
     """A cache hit skips the passes, and with them the counters asserted here."""
-    import torch._functorch.config as fconfig
-    import torch._inductor.config as iconfig
-
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         yield
 
 
@@ -44,11 +51,7 @@ def test_round_trip_dropped_exactly(dtype):
         xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
         saved = []
 
-        def pack(t):
-            saved.append((t.dtype, tuple(t.shape)))
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with _recording_saved(saved):
             out = fn(xr, ar, br, w, False)
         out.backward(dy)
         return out, xr.grad, ar.grad, br.grad, saved
@@ -110,8 +113,7 @@ def test_dropout_zero_between_is_narrowed_both_ways():
         return torch.nn.functional.dropout(y32, 0.0, True).to(x16.dtype) @ w
 
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.append((t.dtype, tuple(t.shape))), t)[1],
-                                                  lambda t: t):
+    with _recording_saved(saved):
         out = torch.compile(f, backend="flashkat", fullgraph=True)(x, a, b, w)
     out.float().sum().backward()
     assert counters["flashkat"][NARROWED_FWD] == 1, dict(counters["flashkat"])
@@ -143,8 +145,7 @@ def test_dropout_between_narrows_the_backwards_x():
         saved = []
         with mock.patch.dict(os.environ, {"FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS": "1" if keep else "0"}):
             torch.manual_seed(5)
-            with torch.autograd.graph.saved_tensors_hooks(
-                    lambda t: (saved.append((t.dtype, tuple(t.shape))), t)[1], lambda t: t):
+            with _recording_saved(saved):
                 out = torch.compile(f, backend="flashkat", fullgraph=True)(xr, ar, br, w)
             out.float().square().sum().backward()
         return (out, xr.grad, ar.grad, br.grad), saved, dict(counters["flashkat"])

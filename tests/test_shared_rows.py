@@ -13,16 +13,13 @@ import flashkat_inductor as fk
 from flashkat_inductor.recognisers.shared_rows import UNREPEATED
 
 import kat_modules as km
-from helpers import coefficients, rel_err
+from helpers import coefficients, no_compile_caches, rel_err
 
 
 @pytest.fixture(autouse=True)
 def _no_caches():
     """A cache hit skips the passes, and with them the counters asserted here."""
-    import torch._functorch.config as fconfig
-    import torch._inductor.config as iconfig
-
-    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+    with no_compile_caches():
         yield
 
 
