@@ -98,7 +98,7 @@ def _switches() -> tuple:
     from .lowerings import backward as bw, forward as fw
 
     env = tuple(os.environ.get(k, "") for k in ("FLASHKAT_DYNAMIC_REWRITES", "FLASHKAT_NO_LOWERINGS",
-                                                "FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS"))
+                                                "FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS", "FLASHKAT_KEEP_REPEATED_ROWS"))
     return env + (repr((fw.lowering_switches(), bw.lowering_switches())),)
 
 
@@ -112,7 +112,8 @@ class FlashKatJointPass(CustomGraphPass):
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         rewrite_graph(graph, "joint")
-        unrepeat_shared_rows(graph)
+        if os.environ.get("FLASHKAT_KEEP_REPEATED_ROWS", "0") != "1":
+            unrepeat_shared_rows(graph)
         if os.environ.get("FLASHKAT_KEEP_FLOAT32_ROUND_TRIPS", "0") != "1":
             drop_float32_round_trips(graph)
 
@@ -133,7 +134,8 @@ class FlashKatPostGradPass(_PostBase):  # type: ignore[misc, valid-type]
 
     def __call__(self, graph: torch.fx.Graph, is_inference: Optional[bool] = None) -> None:
         rewrite_graph(graph, "post", is_inference)
-        unrepeat_shared_rows(graph)  # inference graphs; in training the joint pass did it
+        if os.environ.get("FLASHKAT_KEEP_REPEATED_ROWS", "0") != "1":
+            unrepeat_shared_rows(graph)  # inference graphs; in training the joint pass did it
 
     def uuid(self) -> Any:
         return (type(self).__name__, source_hash(), _switches())

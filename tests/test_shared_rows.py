@@ -101,3 +101,18 @@ def test_repeated_row_read_elsewhere_is_left_alone():
     assert rel_err(y, ref) <= 1e-6
     for g_, w_ in zip(got, ref_grads):
         assert rel_err(g_, w_) <= 1e-5, rel_err(g_, w_)
+
+
+def test_keep_repeated_rows_switch(monkeypatch):
+    """``FLASHKAT_KEEP_REPEATED_ROWS=1`` (for side-by-side timing) leaves the repeat in the graph,
+    and the result is the same as with the row passed as it is."""
+    m = _module()
+    x = torch.randn(7, 33, 64)
+    with torch.no_grad():
+        want = torch.compile(m, backend="flashkat")(x)
+        torch._dynamo.reset()
+        counters.clear()
+        monkeypatch.setenv("FLASHKAT_KEEP_REPEATED_ROWS", "1")
+        got = torch.compile(m, backend="flashkat")(x)
+    assert counters["flashkat"][UNREPEATED] == 0 and counters["flashkat"]["rewrites"] == 1, dict(counters["flashkat"])
+    assert torch.equal(got, want)
