@@ -618,6 +618,7 @@ def test_autocast_casts_are_kept(worker):
     assert r["dtype"] == r["eager_dtype"] == "torch.float32"  # custom_fwd computes (and returns) float32
     # the float32 output is read in float32, so only the backward's x is narrowed (round_trips.py)
     assert r["counters"].get("float32_round_trips_dropped_bwd_x") == 1, r["counters"]
+    assert r["counters"].get("shared_rows_unrepeated") == 1, r["counters"]  # through custom_fwd's casts
     assert max(r["errors"].values()) <= 1e-3, r["errors"]  # bf16 Linear before it: same bf16 inputs both ways
 
 
@@ -626,6 +627,7 @@ def test_autocast_round_trip_is_dropped(worker):
     assert_rewritten_group(r)
     c = r["counters"]
     assert c.get("float32_round_trips_dropped_fwd") == 1 and c.get("float32_round_trips_dropped_bwd") == 1, c
+    assert c.get("shared_rows_unrepeated") == 1, c
     assert ["torch.float32", [4, 5, 64]] not in r["saved"], r["saved"]  # the activation is saved in bf16
     assert ["torch.bfloat16", [4, 5, 64]] in r["saved"], r["saved"]
     assert r["dtype"] == "torch.bfloat16"

@@ -116,3 +116,34 @@ def test_keep_repeated_rows_switch(monkeypatch):
         got = torch.compile(m, backend="flashkat")(x)
     assert counters["flashkat"][UNREPEATED] == 0 and counters["flashkat"]["rewrites"] == 1, dict(counters["flashkat"])
     assert torch.equal(got, want)
+
+
+def test_float32_sum_of_cuda_autocast_is_taken():
+    """Under CUDA autocast the backward is traced with autocast on, and autocast runs repeat's
+    backward ``sum`` in float32 as ``sum(g, [0], dtype=torch.float32)`` (CPU autocast does not,
+    hence this graph-level twin): a dtype that is the gradient's own is no cast, so the row is
+    still taken; a sum to another dtype is not."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from flashkat_inductor.recognisers.shared_rows import unrepeat_shared_rows
+
+    a, b = coefficients(6, 4, 1, 8)
+    x, dy = torch.randn(7, 33, 64), torch.randn(7, 33, 64)
+
+    def f(x, dy, a, b, dtype):
+        num = a.repeat(8, 1)
+        y = torch.ops.flashkat.rational_fwd(x, num, b, "safe", "kat")
+        dx, dnum, dden = torch.ops.flashkat.rational_bwd(dy, x, num, b, "safe", "kat")
+        return y, dx, dnum.view(8, 1, 6).sum([0], dtype=dtype), dden
+
+    for dtype, taken in ((torch.float32, 1), (torch.float64, 0)):
+        gm = make_fx(lambda *t: f(*t, dtype), tracing_mode="fake")(x, dy, a, b)
+        counters.clear()
+        assert unrepeat_shared_rows(gm.graph) == taken
+        assert counters["flashkat"][UNREPEATED] == taken
+        gm.recompile()
+        assert bool(gm.graph.find_nodes(op="call_function", target=torch.ops.aten.repeat.default)) == (not taken)
+        got, want = gm(x, dy, a, b), f(x, dy, a, b, dtype)
+        for g_, w_ in zip(got, want):
+            assert g_.shape == w_.shape and g_.dtype == w_.dtype
+            assert rel_err(g_, w_) <= 1e-6, rel_err(g_, w_)

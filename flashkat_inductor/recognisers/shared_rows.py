@@ -51,17 +51,19 @@ def _sum_over_groups(grad: Node, w: Node) -> "Node | None":
     """The node computing repeat's backward from the op's ``(G, k)`` gradient ``grad``: its one
     reader, ``sum(grad, [0])`` directly or through views (AOTAutograd writes it over a
     ``(G, 1, k)`` view), with ``w``'s shape and dtype; None when ``grad`` is read in any other
-    way."""
+    way.  The sum may name the gradient's own dtype (``dtype=torch.float32``: CUDA autocast,
+    under which the backward is traced, runs ``sum`` in float32 and says so)."""
     node = grad
     while len(node.users) == 1:
         (user,) = node.users
         if user.op == "call_function" and user.target in RESHAPES:
             node = user
             continue
-        total, wv = val(user), val(w)
+        total, wv, gv = val(user), val(w), val(node)
         if user.op == "call_function" and user.target is torch.ops.aten.sum.dim_IntList and \
-                list(user.args[1]) == [0] and not user.kwargs.get("dtype") and total is not None and \
-                tuple(total.shape) == tuple(wv.shape) and total.dtype == wv.dtype:
+                list(user.args[1]) == [0] and total is not None and gv is not None and \
+                user.kwargs.get("dtype") in (None, gv.dtype) and \
+                tuple(total.shape) == tuple(wv.shape) and total.dtype == wv.dtype == gv.dtype:
             return user
         return None
     return None
