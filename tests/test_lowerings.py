@@ -522,8 +522,10 @@ bw._row_programs = row_programs
 # (4) dx written over dy where nothing reads dy afterwards (no dx-sized buffer of its own): dy
 #     computed in the graph, this backward its only reader; declined where dy has another reader,
 #     where dy is a graph input and where a pointwise op reads dx (an epilogue is worth more)
+#     (x and dy prefetched into registers two row blocks ahead: the next blocks' dy is read before
+#     this block's dx is written over its own)
 from torch._dynamo.utils import counters
-bw._state["configs"] = [(4, 64, 4, 3, 3)]
+bw._state["configs"] = [(4, 64, 4, 1, -2)]
 a, b = coefficients(6, 4, 8, 8, form="safe")
 x, dy0 = torch.randn(7, 33, 200), torch.randn(7, 33, 200)
 x[0, 0, :7] = 0.0
@@ -551,6 +553,7 @@ for fn in (only_reader, second_reader, graph_input, epilogue):
     code5 = "\n".join(c5)
     result["into_grad"][fn.__name__] = [counters["flashkat"]["bwd_dx_into_grad"],
                                        code5.count("empty_strided_cpu((7, 33, 200)"), errs]
+    result["prefetched"] = result.get("prefetched", True) and "dy_n1 = tl.load(" in code5
 # (5) a KAN MLP (rational -> linear -> rational -> linear) under the flashkat backend: both
 #     backward templates write over dy (the matmuls' outputs), gradients equal eager
 from helpers import RationalAct, module_grads
@@ -616,6 +619,7 @@ def test_triton_template_on_cpu_interpreter():
     assert max(res["finish_errs"]) <= F32_BOUND, res["finish_errs"]
     # dx over dy: only where nothing else reads dy (one (7, 33, 200) buffer: dy's, then dx's)
     into = res["into_grad"]
+    assert res["prefetched"]  # these ran the loop that prefetches x and dy into registers
     assert into["only_reader"][:2] == [1, 1], into
     for name in ("second_reader", "graph_input", "epilogue"):
         assert into[name][0] == 0, into
@@ -668,6 +672,43 @@ def test_cuda_template_numerics_autotune_epilogue():
         ref = reference_backward(dy, x, a, b, form, zs)
         errs = [rel_err(out[3 * i], ref[0] * 3 + 1), rel_err(out[3 * i + 1], ref[1]), rel_err(out[3 * i + 2], ref[2])]
         assert max(errs) <= F32_BOUND, (form, zs, errs)
+
+
+@cuda
+def test_cuda_every_template_config():
+    """Each configuration offered to the autotuner, forced alone and compiled by Triton's CUDA back
+    end (pipelined through shared memory, prefetched into registers, the `while`): ragged rows and
+    channels (7 x 33 x 200 and 3 x 5 x 3072), per-group and shared rows, bf16 and float32, dx
+    over dy, against float64."""
+    from flashkat_inductor.lowerings import backward as bw
+
+    configs = bw._template_configs(3072, torch.float32, 10)
+    assert any(c[4] < 0 for c in configs) and any(c[4] > 0 for c in configs) and any(c[4] == 0 for c in configs)
+    cases = []
+    for shape, (gn, gd), dt in [((7, 33, 200), (8, 8), torch.float32), ((7, 33, 200), (1, 8), torch.bfloat16),
+                                ((3, 5, 3072), (1, 8), torch.bfloat16)]:
+        x = torch.randn(*shape, device="cuda").to(dt)
+        x[0, 0, :7] = 0.0
+        a, b = coefficients(6, 4, gn, gd, form="safe", device="cuda", zeros=True)
+        cases.append((uniform_grad(shape, dt, device="cuda"), x, a, b))
+
+    def f(dy0, x, a, b):  # dy computed in the graph and read by the backward alone: dx over dy
+        return torch.ops.flashkat.rational_bwd(dy0 * 2.0, x, a, b, "safe", "kat")
+
+    try:
+        for cfg in configs:
+            bw._state["configs"] = [cfg]
+            for dy0, x, a, b in cases:
+                torch._dynamo.reset()
+                out = torch.compile(f, backend="inductor", fullgraph=True)(dy0, x, a, b)
+                ref = reference_backward(dy0 * 2.0, x, a, b, "safe", "kat")
+                # bf16: dx rounded once (2^-9); the coefficient gradients summed in float32
+                bounds = [F32_BOUND] * 3 if x.dtype == torch.float32 else [1e-2, 1e-5, 1e-5]
+                errs = [rel_err(u, v) for u, v in zip(out, ref)]
+                assert out[0].dtype == x.dtype and all(e <= t for e, t in zip(errs, bounds)), \
+                    (cfg, tuple(x.shape), x.dtype, errs)
+    finally:
+        bw._state.pop("configs", None)
 
 
 @cuda

@@ -73,17 +73,25 @@ a, b = coefficients(6, 4, 8, 8, form="safe")
 xb, dyb = torch.randn(2, 197, 768).to(torch.bfloat16), torch.randn(2, 197, 768).to(torch.bfloat16)
 _, codes3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), dyb, xb, a, b)
+# the same with KAT's shared numerator row, x and dy prefetched into registers (PIPE_STAGES = -1)
+bw._state["configs"] = [(4, 256, 4, 1, -1)]
+a1, _ = coefficients(6, 4, 1, 8, form="safe")
+_, codes4 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                           backend="inductor", fullgraph=True), dyb, xb, a1, b)
+assert "x_n0 = tl.load(" in codes4[0]
 # the generated code runs here on the interpreter, which cannot run inline PTX: compile the CUDA
 # variant, where the lowering sets FAST_RCP (1/q as rcp.approx.ftz.f32) for float32 compute
 cuda = lambda cs: [c.replace("FAST_RCP : tl.constexpr = False", "FAST_RCP : tl.constexpr = True") for c in cs]
 assert "FAST_RCP : tl.constexpr = False" in codes3[0]
-codes, codes2, codes3 = cuda(codes), cuda(codes2), cuda(codes3)
+codes, codes2, codes3, codes4 = cuda(codes), cuda(codes2), cuda(codes3), cuda(codes4)
 with open({path!r}, "w") as fh:
     fh.write("\n".join(codes))
 with open({path!r} + ".while.py", "w") as fh:
     fh.write("\n".join(codes2))
 with open({path!r} + ".bf16.py", "w") as fh:
     fh.write("\n".join(codes3))
+with open({path!r} + ".prefetch.py", "w") as fh:
+    fh.write("\n".join(codes4))
 print("RESULT" + json.dumps({{"kernels": sum(c.count("async_compile.triton(") for c in codes),
                              "kernels_while": sum(c.count("async_compile.triton(") for c in codes2)}}))
 """
@@ -116,5 +124,10 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     # programs fit on an SM (65536 registers); coefficient rows loaded as (1, BLOCK_C) tiles keep
     # it at 158, a 1-D load broadcast with [None, :] took 235 (two programs per SM)
     regs = _compile("inductor-regs", path + ".bf16.py")
+    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
+    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
+    # bf16, 4 x 256 tiles with x and dy prefetched into registers, KAT's shared numerator row (the
+    # loop without shared memory: 43 instructions per element against 50): three programs per SM
+    regs = _compile("inductor-regs", path + ".prefetch.py")
     tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
     assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
