@@ -14,7 +14,7 @@ source "$(dirname "$0")/device_prelude.sh"
 export TORCHINDUCTOR_FORCE_DISABLE_CACHES=1
 for v in 256,3 256,6; do
     step "nprog_${v/,/_}" "${S1:-110}" python3 -c "
-import runpy, sys
+import runpy, sys; sys.path.insert(0, 'bench')
 import flashkat_inductor.lowerings.backward as bw
 bw._NOMINAL_BLOCK_C, bw._PROGRAMS_PER_SM = $v
 sys.argv = ['bench_rational.py', '--dtypes', 'bfloat16', '--shapes', '128x197x768,128x197x1536,128x197x3072',
