@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# How many row programs the backward template should have (about 200 s on one H200).  NPROG comes
-# from the shapes only (backward._row_programs: _PROGRAMS_PER_SM x SMs over C / _NOMINAL_BLOCK_C
-# column tiles), so at 3072 channels the 4 x 256 configs get 22 x 12 = 264 programs, two per SM
-# where three fit (152-168 registers), and the 8 x 128 pick of call 24 528, 1.33 waves of three.
-# Here bf16 forward + backward (one CUDA graph per step) and the autotuner's picks with
+# How many row programs the backward template should have (about 200 s on one H200).  Before
+# `_ROW_PROGRAM_LEVELS` (calls 25-26 of 2026-11-29, at d17fe68) the count came from the shapes
+# only (backward._row_programs: programs per SM x SMs over C / a nominal BLOCK_C of 128), so at
+# 3072 channels the 4 x 256 configs got 22 x 12 = 264 programs, two per SM where three fit
+# (152-168 registers), and the 8 x 128 pick of call 24 528, 1.33 waves of three.  Here bf16
+# forward + backward (one CUDA graph per step) and the autotuner's picks with a single level
 # (nominal BLOCK_C, programs per SM) = (256, 3): 396 programs of 4 x 256 at 3072, one full wave;
-# and (256, 6): two waves.  Call 24 has (128, 4), the default.
+# and (256, 6): two waves.
 #
 #     run(command="bash bench/run_h200_nprog.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=400)
@@ -16,7 +17,7 @@ for v in 256,3 256,6; do
     step "nprog_${v/,/_}" "${S1:-110}" python3 -c "
 import runpy, sys; sys.path.insert(0, 'bench')
 import flashkat_inductor.lowerings.backward as bw
-bw._NOMINAL_BLOCK_C, bw._PROGRAMS_PER_SM = $v
+bw._ROW_PROGRAM_LEVELS = (($v),)  # one level: every config at that count
 sys.argv = ['bench_rational.py', '--dtypes', 'bfloat16', '--shapes', '128x197x768,128x197x1536,128x197x3072',
             '--methods', 'flashkat_compiled_op', '--graph-capture', '--out', '$OUT/nprog_${v/,/_}.json']
 runpy.run_path('bench/bench_rational.py', run_name='__main__')"

@@ -12,7 +12,7 @@ for v in 128,4 256,3; do
     step "nprog_${v/,/_}" "${S1:-100}" python3 -c "
 import runpy, sys; sys.path.insert(0, 'bench')
 import flashkat_inductor.lowerings.backward as bw
-bw._NOMINAL_BLOCK_C, bw._PROGRAMS_PER_SM = $v
+bw._ROW_PROGRAM_LEVELS = (($v),)  # one level: every config at that count
 sys.argv = ['bench_rational.py', '--dtypes', 'float32,bfloat16', '--shapes', '128x197x192,128x197x384,128x197x768,128x197x3072',
             '--methods', 'flashkat_compiled_op', '--graph-capture', '--out', '$OUT/nprog_${v/,/_}.json']
 runpy.run_path('bench/bench_rational.py', run_name='__main__')"

@@ -337,6 +337,27 @@ def test_template_slabs():
     assert bw._slab(sympy.Integer(192), configs, bw._SLAB_MAX_CHANNELS - 512) == 64
 
 
+def test_row_program_levels_from_the_environment(monkeypatch):
+    """FLASHKAT_ROW_PROGRAM_LEVELS: (nominal BLOCK_C, programs per SM) levels, each config offered
+    at each; one level, (128, 4), without it; a clear error for anything else."""
+    from flashkat_inductor.lowerings import backward as bw
+
+    monkeypatch.delenv("FLASHKAT_ROW_PROGRAM_LEVELS", raising=False)
+    assert bw._levels_from_env() == ((128, 4),)
+    monkeypatch.setenv("FLASHKAT_ROW_PROGRAM_LEVELS", "128x4, 256X3")
+    assert bw._levels_from_env() == ((128, 4), (256, 3))
+    monkeypatch.setattr(bw, "_ROW_PROGRAM_LEVELS", bw._levels_from_env())
+    configs = bw._template_configs(768, torch.float32, 10)
+    assert len(configs) == 22 and [c[:5] for c in configs[:11]] == [c[:5] for c in configs[11:]]
+    assert {c[5] for c in configs} == {0, 1}
+    cpu = torch.device("cpu")  # 2 stand-in SMs: 200 channels are 2 tiles of 128, 1 of 256
+    assert [bw._row_programs(cpu, 7 * 33, 200, level) for level in bw._ROW_PROGRAM_LEVELS] == [4, 6]
+    for bad in ("128", "128x0", "ax4", "128x4,"):
+        monkeypatch.setenv("FLASHKAT_ROW_PROGRAM_LEVELS", bad)
+        with pytest.raises(ValueError, match="FLASHKAT_ROW_PROGRAM_LEVELS"):
+            bw._levels_from_env()
+
+
 def test_registration_is_lazy_and_idempotent():
     code = textwrap.dedent("""
         import sys
@@ -501,12 +522,15 @@ o = torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, 
 ref = reference_backward(dyb, xb, ab, bb, "safe", "torch")
 result["bf16"] = [str(o[0].dtype), str(o[1].dtype)] + [rel_err(u, v) for u, v in zip(o, ref)]
 
-# (3) the finishing reductions at an H200's program count (88 row programs at 768 channels; slabs
-#     of 32 channels per group of 96, of 64, the configs' BLOCK_C, for a shared row): one layer
-#     each, the cast and sign fused into them; per-group and shared numerator rows
-bw._state["configs"] = [(4, 64, 4, 3, 3)]
+# (3) the finishing reductions at an H200's program counts (at 768 channels 88 row programs at
+#     the first level, 132 at the second: the workspaces hold 132 entries, the config launches 88
+#     and zeroes the other 44; slabs of 32 channels per group of 96, of 64, the configs' BLOCK_C,
+#     for a shared row): one layer each, the cast and sign fused into them; per-group and shared
+#     numerator rows
+bw._ROW_PROGRAM_LEVELS = ((128, 4), (256, 3))  # as FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 sets them
+bw._state["configs"] = [(4, 64, 4, 3, 3, 0)]
 row_programs = bw._row_programs
-bw._row_programs = lambda *args: 88
+bw._row_programs = lambda device, R, C_hint, level=bw._ROW_PROGRAM_LEVELS[0]: 88 if level == bw._ROW_PROGRAM_LEVELS[0] else 132
 x, dy = torch.randn(2, 5, 768), torch.randn(2, 5, 768)
 result["finish_kernels"], result["finish_errs"], result["slab"] = [], [], []
 for gn in (8, 1):
@@ -516,6 +540,7 @@ for gn in (8, 1):
     result["finish_kernels"].append(sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))))
     result["finish_hints"] = result.get("finish_hints", []) + re.findall(r"reduction_hint=ReductionHint\.(\w+)", "\n".join(c3))
     result["slab"].append([re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")])
+    result["nprog"] = result.get("nprog", []) + [re.findall(r"NPROG(?:_RUN)? : tl.constexpr = \d+", "\n".join(c3))[:2]]
     result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 bw._row_programs = row_programs
 
@@ -610,6 +635,7 @@ def test_triton_template_on_cpu_interpreter():
     # one template launch, then one one-layer reduction per coefficient tensor over the template's
     # (program, slab) sums: the sign of b and the casts are fused into them, no kernel of their own
     assert res["slab"] == [[["32"], ["32"]], [["64"], ["32"]]], res["slab"]  # per group: D = 96; shared: C = 768
+    assert res["nprog"] == [["NPROG : tl.constexpr = 132", "NPROG_RUN : tl.constexpr = 88"]] * 2, res["nprog"]
     # programs fastest in the slab workspaces: each output's sum is one contiguous run (inner),
     # not an outer reduction, which Inductor runs on one program for a few dozen outputs
     assert res["finish_hints"] and set(res["finish_hints"]) == {"INNER"}, res["finish_hints"]
@@ -675,15 +701,17 @@ def test_cuda_template_numerics_autotune_epilogue():
 
 
 @cuda
-def test_cuda_every_template_config():
-    """Each configuration offered to the autotuner, forced alone and compiled by Triton's CUDA back
-    end (pipelined through shared memory, prefetched into registers, the `while`): ragged rows and
-    channels (7 x 33 x 200 and 3 x 5 x 3072), per-group and shared rows, bf16 and float32, dx
-    over dy, against float64."""
+def test_cuda_every_template_config(monkeypatch):
+    """Each configuration offered to the autotuner at each of two row-program levels, and the loops
+    that prefetch x and dy into registers (not offered), forced alone and compiled by Triton's CUDA
+    back end: ragged rows and channels (7 x 33 x 200 and 3 x 5 x 3072), per-group and shared rows,
+    bf16 and float32, dx over dy, against float64."""
     from flashkat_inductor.lowerings import backward as bw
 
-    configs = bw._template_configs(3072, torch.float32, 10)
-    assert any(c[4] < 0 for c in configs) and any(c[4] > 0 for c in configs) and any(c[4] == 0 for c in configs)
+    configs = bw._template_configs(3072, torch.float32, 10)  # the default level
+    monkeypatch.setattr(bw, "_ROW_PROGRAM_LEVELS", ((128, 4), (256, 3)))
+    configs += [(4, 256, 4, 3, 3, 1), (4, 128, 4, 4, 4, 1), (4, 256, 4, 1, -1, 0), (2, 256, 4, 1, -2, 1)]
+    assert {c[4] > 0 for c in configs} == {True, False} and {c[5] for c in configs} == {0, 1}
     cases = []
     for shape, (gn, gd), dt in [((7, 33, 200), (8, 8), torch.float32), ((7, 33, 200), (1, 8), torch.bfloat16),
                                 ((3, 5, 3072), (1, 8), torch.bfloat16)]:

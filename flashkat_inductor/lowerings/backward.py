@@ -73,7 +73,7 @@ _FINISH_DTYPE = torch.float64
 
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
-    return (_PROGRAMS_PER_SM, _NOMINAL_BLOCK_C, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS, _SLAB_MAX_CHANNELS,
+    return (_ROW_PROGRAM_LEVELS, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS, _SLAB_MAX_CHANNELS,
             repr(sorted(_state.items())))
 
 
@@ -393,9 +393,12 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #     (so that the finishing reduction iterates its outputs in their (group,
 #     coefficient) order and Inductor fuses the sign of b and the cast into
 #     it), summed by Inductor's reductions, split in two layers where long.
-#   NPROG and the slabs come from the shapes (and the SM count) only, never
-#   from a config, so every autotuning choice writes the same workspaces.  The
-#   sums run in a fixed order: the coefficient gradients are deterministic.
+#   The workspaces' program entries (NPROG) and the slabs come from the shapes
+#   (and the SM count) only, never from a config, so every autotuning choice
+#   writes the same workspaces.  A config launches NPROG_RUN <= NPROG row
+#   programs (one of _ROW_PROGRAM_LEVELS), and its programs write zeros into the
+#   entries no program of theirs owns.  For a given choice the sums run in a
+#   fixed order: the coefficient gradients are deterministic.
 #
 # Configurations are a starting point for H200 (BLOCK_R x BLOCK_C x warps):
 # 8 x 128 x 4 keeps 8 elements per thread and m + n = 10 accumulators in
@@ -415,9 +418,33 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 # element at a time: the sm_90 build of the 4 x 256 3-deep loop at 3072 bf16 issues 50
 # instructions per element (LDS.U16 and its shift for each of x and dy, the stage's barriers).
 # Loading the next row block into registers in the loads' own layout (PIPE_STAGES = -1; -2 two
-# blocks ahead) takes it to 43.4 (LDG.128, 168 registers); those loops are offered too.
-_PROGRAMS_PER_SM = 4
-_NOMINAL_BLOCK_C = 128
+# blocks ahead) takes it to 43.4 (LDG.128, 168 registers), but offered beside the pipelined
+# loops it lost every one of 19 H200 autotunings (bench/results: calls 24-26 of 2026-11-29): it
+# stays a template mode (`_state["configs"]`), not offered.
+#
+# Row programs (NPROG_RUN): C / nominal BLOCK_C column tiles, times programs per SM, over the
+# SMs, at each level of _ROW_PROGRAM_LEVELS, and every config is offered at every level.  One
+# level, (128, 4), by default.  Neither of two counts wins everywhere (H200, bf16 template at
+# 128 x 197 rows, us, calls 24-26): with (128, 4) 27.6 / 50.5 / 97.2 / 172.9 at 384 / 768 / 1536
+# / 3072 channels, with (256, 3) 34.0 / 46.1 / 91.0 / 168.4; float32 at 384 40.0 against 32.8, at
+# 3072 221.8 against 226.3.  Offering both (FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3) lets the
+# autotuner take the better per shape, but that is measured on the kernel alone, and twice the
+# programs once looked faster alone and made the template 12% slower in a training step (the
+# README), so it is not the default until a training step shows it (bench/run_h200_levels.sh).
+def _levels_from_env() -> tuple:
+    raw = os.environ.get("FLASHKAT_ROW_PROGRAM_LEVELS", "").strip()
+    if not raw:
+        return ((128, 4),)
+    try:
+        levels = tuple((int(c), int(p)) for c, p in (item.lower().split("x") for item in raw.split(",")))
+    except ValueError:
+        raise ValueError(f"FLASHKAT_ROW_PROGRAM_LEVELS={raw!r}: expected a comma list of CxP, e.g. 128x4,256x3")
+    if not levels or any(c < 1 or p < 1 for c, p in levels):
+        raise ValueError(f"FLASHKAT_ROW_PROGRAM_LEVELS={raw!r}: nominal widths and programs per SM must be >= 1")
+    return levels
+
+
+_ROW_PROGRAM_LEVELS = _levels_from_env()
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 _SLAB_MAX_CHANNELS = 2048  # the template sums slabs of channels below this width only (_slab)
@@ -428,35 +455,37 @@ def _next_pow2(v: int) -> int:
 
 
 def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
-    """(BLOCK_R, BLOCK_C, num_warps, num_stages, PIPE_STAGES) choices offered to the autotuner
-    (``_state["configs"]`` overrides them; its entries may leave out PIPE_STAGES, meaning 0)."""
+    """(BLOCK_R, BLOCK_C, num_warps, num_stages, PIPE_STAGES, row-program level) choices offered
+    to the autotuner, the level an index into _ROW_PROGRAM_LEVELS (``_state["configs"]``
+    overrides them; its entries may leave out PIPE_STAGES and the level, meaning 0)."""
     if _state.get("configs"):
-        return [tuple(c) + (0,) * (5 - len(c)) for c in _state["configs"]]
+        return [tuple(c) + (0,) * (6 - len(c)) for c in _state["configs"]]
     cmax = max(16, min(256, _next_pow2(C_hint)))
     base = [(8, 128, 4, 1, 0), (16, 128, 8, 1, 0), (4, 256, 4, 1, 0), (16, 64, 4, 1, 0), (32, 64, 8, 1, 0),
             (4, 128, 4, 4, 4), (4, 256, 4, 3, 3), (8, 128, 4, 3, 3),
             # pipelined loops won every H200 pick since (BLOCK_R = 4): wider and lighter ones too
-            (4, 256, 8, 3, 3), (2, 256, 4, 4, 4), (8, 256, 8, 3, 3),
-            # x and dy prefetched into registers a block (two) ahead instead (PIPE_STAGES < 0)
-            (4, 256, 4, 1, -1), (2, 256, 4, 1, -1), (4, 128, 4, 1, -1), (2, 256, 4, 1, -2)]
+            (4, 256, 8, 3, 3), (2, 256, 4, 4, 4), (8, 256, 8, 3, 3)]
     out = []
-    for br, bc, w, st, pipe in base:
-        bc = min(bc, cmax)
-        if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
-            br = max(1, br // 2)
-        if (br, bc, w, st, pipe) not in out:
-            out.append((br, bc, w, st, pipe))
+    for level in range(len(_ROW_PROGRAM_LEVELS)):
+        for br, bc, w, st, pipe in base:
+            bc = min(bc, cmax)
+            if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
+                br = max(1, br // 2)
+            if (br, bc, w, st, pipe, level) not in out:
+                out.append((br, bc, w, st, pipe, level))
     return out
 
 
-def _row_programs(device: torch.device, R, C_hint: int) -> int:
-    """NPROG: enough row programs to fill the device a few times over, from the shapes only."""
+def _row_programs(device: torch.device, R, C_hint: int, level: tuple = _ROW_PROGRAM_LEVELS[0]) -> int:
+    """Row programs at one of _ROW_PROGRAM_LEVELS, (nominal BLOCK_C, programs per SM): enough
+    to fill the device a few times over, from the shapes only."""
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
     else:  # the Triton interpreter on CPU (tests): a few programs
         sms = 2
-    col_tiles = max(1, -(-C_hint // _NOMINAL_BLOCK_C))
-    p = max(1, -(-(_PROGRAMS_PER_SM * sms) // col_tiles))
+    nominal_c, per_sm = level
+    col_tiles = max(1, -(-C_hint // nominal_c))
+    p = max(1, -(-(per_sm * sms) // col_tiles))
     if isinstance(R, (int, sympy.Integer)):  # static rows: no more programs than row blocks
         p = min(p, max(1, -(-int(R) // _MIN_ROWS_PER_PROGRAM)))
     return p
@@ -476,7 +505,7 @@ def _template():
         else:
             @SymbolicGridFn
             def flashkat_rational_bwd_grid(R, C, meta, *, cdiv):
-                return (meta["NPROG"], cdiv(C, meta["BLOCK_C"]), 1)
+                return (meta["NPROG_RUN"], cdiv(C, meta["BLOCK_C"]), 1)
 
             with open(_TEMPLATE_FILE) as f:
                 source = f.read()
@@ -516,7 +545,9 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     a = ir.ExternKernel.realize_input(numerator)
     b = ir.ExternKernel.realize_input(denominator)
 
-    nprog = _row_programs(device, R, C_hint)
+    # the workspaces hold the largest count's entries; each choice launches its level's count
+    level_programs = [_row_programs(device, R, C_hint, level) for level in _ROW_PROGRAM_LEVELS]
+    nprog = max(level_programs)
     configs = _template_configs(C_hint, spec.cdt, K)
     ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, configs, nprog, device)
     ws_den, slab_den, per_den = _workspace(spec, C, C_hint, spec.n, spec.den_shared, configs, nprog, device)
@@ -543,7 +574,12 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
         fast_rcp = device.type == "cuda" and spec.cdt == torch.float32
     choices: list = []
     errors = []
-    for block_r, block_c, warps, stages, pipe in configs:
+    offered = set()
+    for block_r, block_c, warps, stages, pipe, level in configs:
+        nprog_run = level_programs[level]
+        if (block_r, block_c, warps, stages, pipe, nprog_run) in offered:  # levels that coincide
+            continue
+        offered.add((block_r, block_c, warps, stages, pipe, nprog_run))
         err = _template().maybe_append_choice(
             choices,
             input_nodes=inputs,
@@ -554,7 +590,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             M=spec.m, N=spec.n, G=G,
             NUM_SHARED=spec.num_shared, DEN_SHARED=spec.den_shared,
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
-            NLEAD=len(out_size) - 1, NPROG=nprog, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
+            NLEAD=len(out_size) - 1, NPROG=nprog, NPROG_RUN=nprog_run, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
             PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c, DX_INTO_GY=into_grad,
             ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
             call_sizes=[R, C],

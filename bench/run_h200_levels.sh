@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Should the backward template's configs be offered at two row-program counts?  One H200, about
+# 480 s.  FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 offers every config at both counts (the
+# autotuner then picks per shape; calls 24-26 of 2026-11-29 had each count win at some shapes,
+# kernel alone); without it one, (128, 4).  Side by side, empty compile caches per run:
+#   1. forward + backward as one CUDA graph per step at KAT's widths in bf16 (float32 next);
+#   2. KAT-T bf16 training steps (CUDA graphs, fused AdamW), alternated twice: the figure that
+#      decides (twice the programs once looked faster alone and was slower in a training step).
+#
+#     run(command="bash bench/run_h200_levels.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
+#         kind="nvidia-h200", timeout_s=600)
+OUT_NAME=h200_levels
+source "$(dirname "$0")/device_prelude.sh"
+export TORCHINDUCTOR_FORCE_DISABLE_CACHES=1
+picks() {
+    grep -o '"best_kernel_desc": "[^"]*' "$OUT/$1.log" | sed -E \
+        's/.*BLOCK_C=([0-9]+), BLOCK_R=([0-9]+).*NPROG=([0-9]+), NPROG_RUN=([0-9]+).*PIPE_STAGES=(-?[0-9]+).*num_warps=([0-9]+)/   pick R=\2 C=\1 NPROG_RUN=\4 of \3 PIPE=\5 warps=\6/'
+}
+for lv in "" 128x4,256x3; do
+    name=rational_${lv:-default}; name=${name//,/_}
+    FLASHKAT_ROW_PROGRAM_LEVELS=$lv step "$name" "${S1:-80}" python3 bench/bench_rational.py \
+        --dtypes bfloat16 --shapes 128x197x384,128x197x768,128x197x1536,128x197x3072 \
+        --methods flashkat_compiled_op --graph-capture --out "$OUT/$name.json"
+    echo "   levels: ${lv:-default}"
+    grep -E "^(float32|bfloat16)|GPU f\+b: triton_tem" "$OUT/$name.log" | cut -c1-150
+    picks "$name"
+done
+args=(--models kat_t --dtypes bfloat16 --steps 30 --warmup 5 --compile-mode reduce-overhead --fused-adamw)
+train_step vit "${S2:-60}" "${args[@]}" --methods vit_inductor
+for i in 1 2; do
+    train_step "train_default_$i" "${S3:-70}" "${args[@]}" --methods flashkat
+    FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 train_step "train_levels_$i" "${S3:-70}" "${args[@]}" --methods flashkat
+done
