@@ -419,7 +419,7 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 # instructions per element (LDS.U16 and its shift for each of x and dy, the stage's barriers).
 # Loading the next row block into registers in the loads' own layout (PIPE_STAGES = -1; -2 two
 # blocks ahead) takes it to 43.4 (LDG.128, 168 registers), but offered beside the pipelined
-# loops it lost every one of 19 H200 autotunings (bench/results: calls 24-26 of 2026-11-29): it
+# loops it lost every one of 26 H200 autotunings (bench/results: calls 24-26 of 2026-11-29): it
 # stays a template mode (`_state["configs"]`), not offered.
 #
 # Row programs (NPROG_RUN): C / nominal BLOCK_C column tiles, times programs per SM, over the
