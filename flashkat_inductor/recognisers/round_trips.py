@@ -44,11 +44,11 @@ from __future__ import annotations
 import operator
 
 import torch
+from torch._dynamo.utils import counters
 from torch.fx import Graph, Node
 
-from .base import cast_dtype, refresh_fake_values, val
+from .base import COUNTER, cast_dtype, refresh_fake_values, val
 
-COUNTER = "flashkat"
 NARROWED_FWD = "float32_round_trips_dropped_fwd"
 NARROWED_BWD = "float32_round_trips_dropped_bwd"
 NARROWED_BWD_X = "float32_round_trips_dropped_bwd_x"
@@ -101,8 +101,6 @@ def _take_over_casts(graph: Graph, old: Node, new: Node) -> None:
 
 def drop_float32_round_trips(graph: Graph) -> int:
     """Narrow every eligible rational_fwd / rational_bwd of ``graph`` in place; returns the count."""
-    from torch._dynamo.utils import counters
-
     fwd_op = torch.ops.flashkat.rational_fwd.default
     bwd_op = torch.ops.flashkat.rational_bwd.default
     new_nodes: list = []

@@ -22,11 +22,11 @@ from __future__ import annotations
 import operator
 
 import torch
+from torch._dynamo.utils import counters
 from torch.fx import Graph, Node
 
-from .base import RESHAPES, refresh_fake_values, val
+from .base import COUNTER, RESHAPES, refresh_fake_values, val
 
-COUNTER = "flashkat"
 UNREPEATED = "shared_rows_unrepeated"
 _FWD_POS = (1, 2)  # rational_fwd(x, num, den, form, zero_sign)
 _BWD_POS = {2: 1, 3: 2}  # rational_bwd(dy, x, num, den, ...) argument -> its output index
@@ -71,8 +71,6 @@ def _sum_over_groups(grad: Node, w: Node) -> "Node | None":
 
 def unrepeat_shared_rows(graph: Graph) -> int:
     """Give the ops every eligible shared row of ``graph`` directly, in place; returns the count."""
-    from torch._dynamo.utils import counters
-
     fwd_op = torch.ops.flashkat.rational_fwd.default
     bwd_op = torch.ops.flashkat.rational_bwd.default
     done = 0
