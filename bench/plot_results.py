@@ -314,7 +314,10 @@ def plot_dtype(rows: list, dtype: str, ours: str | None, peers: list | None, pat
     cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     color = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 
-    fig, axes = plt.subplots(3, 2, figsize=(max(14.0, 4 + 2 * (1.0 + 1.1 * len(shapes))), 14), squeeze=False)
+    # the phases some row measured (graphed rows hold forward + backward only): no empty panels
+    phases = [p for p in PHASES if any(r.get(f"{p}_gbps") is not None for r in rows)] or list(PHASES)
+    fig, axes = plt.subplots(len(phases), 2, squeeze=False,
+                             figsize=(max(14.0, 4 + 2 * (1.0 + 1.1 * len(shapes))), max(6.0, 14 * len(phases) / 3)))
     stamp = rows[0]
     parts = [stamp.get("device"), dtype, stamp.get("torch") and f"torch {stamp['torch']}",
              stamp.get("triton") and f"Triton {stamp['triton']}", stamp.get("date")]
@@ -322,7 +325,7 @@ def plot_dtype(rows: list, dtype: str, ours: str | None, peers: list | None, pat
     xs = list(range(len(shapes)))
     group_w = 0.84
 
-    for row, phase in enumerate(PHASES):
+    for row, phase in enumerate(phases):
         # ---- GB/s against the copy ceiling ---------------------------------
         ax = axes[row][0]
         w = group_w / max(1, len(methods))
