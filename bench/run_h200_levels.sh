@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Should the backward template's configs be offered at two row-program counts?  One H200, about
-# 480 s.  FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 offers every config at both counts (the
-# autotuner then picks per shape; calls 24-26 of 2026-11-29 had each count win at some shapes,
-# kernel alone); without it one, (128, 4).  Side by side, empty compile caches per run:
+# 560 s.  Answered no by calls 27-28 of 2026-11-29 (bench/results/README.md): the template alone
+# 2-9% faster, the training step the same, its first step 12-18 s longer.
+# FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 offers every config at both counts (the autotuner
+# then picks per shape; calls 24-26 of 2026-11-29 had each count win at some shapes, kernel
+# alone); without it one, (128, 4).  Side by side, empty compile caches per run:
 #   1. forward + backward as one CUDA graph per step at KAT's widths in bf16 (float32 next);
-#   2. KAT-T bf16 training steps (CUDA graphs, fused AdamW), alternated twice: the figure that
-#      decides (twice the programs once looked faster alone and was slower in a training step).
+#   2. KAT-T bf16 training steps (CUDA graphs, fused AdamW), alternated ROUNDS times (default 1;
+#      call 28 ran two more): the figure that decides (twice the programs once looked faster alone
+#      and was slower in a training step).
+# Autotuning twice the choices takes longer: the steps with both levels get S1L / S3L seconds
+# (call 27's 80 / 70 s cut them off).
 #
 #     run(command="bash bench/run_h200_levels.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)
@@ -18,7 +23,8 @@ picks() {
 }
 for lv in "" 128x4,256x3; do
     name=rational_${lv:-default}; name=${name//,/_}
-    FLASHKAT_ROW_PROGRAM_LEVELS=$lv step "$name" "${S1:-80}" python3 bench/bench_rational.py \
+    secs=${S1:-80}; [ -n "$lv" ] && secs=${S1L:-150}
+    FLASHKAT_ROW_PROGRAM_LEVELS=$lv step "$name" "$secs" python3 bench/bench_rational.py \
         --dtypes bfloat16 --shapes 128x197x384,128x197x768,128x197x1536,128x197x3072 \
         --methods flashkat_compiled_op --graph-capture --out "$OUT/$name.json"
     echo "   levels: ${lv:-default}"
@@ -27,7 +33,7 @@ for lv in "" 128x4,256x3; do
 done
 args=(--models kat_t --dtypes bfloat16 --steps 30 --warmup 5 --compile-mode reduce-overhead --fused-adamw)
 train_step vit "${S2:-60}" "${args[@]}" --methods vit_inductor
-for i in 1 2; do
+for i in $(seq "${ROUNDS:-1}"); do
     train_step "train_default_$i" "${S3:-70}" "${args[@]}" --methods flashkat
-    FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 train_step "train_levels_$i" "${S3:-70}" "${args[@]}" --methods flashkat
+    FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 train_step "train_levels_$i" "${S3L:-200}" "${args[@]}" --methods flashkat
 done

@@ -428,9 +428,10 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 # 128 x 197 rows, us, calls 24-26): with (128, 4) 27.6 / 50.5 / 97.2 / 172.9 at 384 / 768 / 1536
 # / 3072 channels, with (256, 3) 34.0 / 46.1 / 91.0 / 168.4; float32 at 384 40.0 against 32.8, at
 # 3072 221.8 against 226.3.  Offering both (FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3) lets the
-# autotuner take the better per shape, but that is measured on the kernel alone, and twice the
-# programs once looked faster alone and made the template 12% slower in a training step (the
-# README), so it is not the default until a training step shows it (bench/run_h200_levels.sh).
+# autotuner take the better per shape (bf16 template 2-9% faster at 768-3072 channels, calls 27-28),
+# but a KAT-T bf16 training step did not move (8.60 / 8.71 ms against 8.68 / 8.62 / 8.61) and
+# autotuning twice the choices added 12-18 s to its first step: off by default
+# (bench/run_h200_levels.sh).
 def _levels_from_env() -> tuple:
     raw = os.environ.get("FLASHKAT_ROW_PROGRAM_LEVELS", "").strip()
     if not raw:
