@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every backward-template choice timed by the autotuner, side by side (bench/probe_template_choices.py):
+# the default configs at two row-program counts, and register-prefetch loops (PIPE_STAGES < 0) one
+# to four row blocks deep, which the lowering does not offer.  Calls 24-26 of 2026-11-29 saw only
+# the picks (the prefetch loops at depths 1-2 never won; their times were not recorded).  One H200,
+# about 300 s; then whether Nsight Compute is on the machine (a stall profile would say what bounds
+# the bf16 loop).
+#
+#     run(command="bash bench/run_h200_choices.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
+#         kind="nvidia-h200", timeout_s=600)
+OUT_NAME=h200_choices
+source "$(dirname "$0")/device_prelude.sh"
+ADD=8x128x4x1x-1,8x128x4x1x-2,8x128x4x1x-3,4x256x4x1x-2,4x256x4x1x-3,4x128x4x1x-2,4x128x4x1x-4,2x256x4x1x-4
+step choices_bf16 "${S1:-330}" python3 bench/probe_template_choices.py --dtypes bfloat16 \
+    --shapes 128x197x3072,128x197x1536,128x197x768 --levels 128x4,256x3 --add "$ADD" \
+    --out "$OUT/choices_bf16.json"
+grep -A12 "^bfloat16" "$OUT/choices_bf16.log" | cut -c1-120
+step choices_fp32 "${S2:-150}" python3 bench/probe_template_choices.py --dtypes float32 \
+    --shapes 128x197x3072 --levels 128x4,256x3 --add "$ADD" --out "$OUT/choices_fp32.json"
+grep -A8 "^float32" "$OUT/choices_fp32.log" | cut -c1-120
+echo "== tools"; command -v ncu nsys nvdisasm cuobjdump 2>&1; ncu --version 2>&1 | tail -1
