@@ -2,7 +2,10 @@
 # Every backward-template choice timed by the autotuner, side by side (bench/probe_template_choices.py):
 # the default configs at two row-program counts, and register-prefetch loops (PIPE_STAGES < 0) one
 # to four row blocks deep, which the lowering does not offer.  Calls 24-26 of 2026-11-29 saw only
-# the picks (the prefetch loops at depths 1-2 never won; their times were not recorded).  One H200,
+# the picks (the prefetch loops at depths 1-2 never won; their times were not recorded).  sm_90
+# builds at 3072 bf16 (compiled on the CPU): 8 x 128 3 deep 216 registers (two programs per SM),
+# 4 x 128 4 deep 123, 4 x 256 8 warps 4 deep 124, 2 x 256 4 deep 122 (four), against 128 for the
+# usual pick (8 x 128, pipelined 3 deep).  One H200,
 # about 300 s; then whether Nsight Compute is on the machine (a stall profile would say what bounds
 # the bf16 loop).
 #
@@ -10,7 +13,7 @@
 #         kind="nvidia-h200", timeout_s=600)
 OUT_NAME=h200_choices
 source "$(dirname "$0")/device_prelude.sh"
-ADD=8x128x4x1x-1,8x128x4x1x-2,8x128x4x1x-3,4x256x4x1x-2,4x256x4x1x-3,4x128x4x1x-2,4x128x4x1x-4,2x256x4x1x-4
+ADD=8x128x4x1x-1,8x128x4x1x-2,8x128x4x1x-3,4x256x4x1x-2,4x128x4x1x-2,4x128x4x1x-3,4x128x4x1x-4,4x256x8x1x-4,2x256x4x1x-4
 step choices_bf16 "${S1:-330}" python3 bench/probe_template_choices.py --dtypes bfloat16 \
     --shapes 128x197x3072,128x197x1536,128x197x768 --levels 128x4,256x3 --add "$ADD" \
     --out "$OUT/choices_bf16.json"
