@@ -36,7 +36,9 @@ The KAT model is built once per (model, dtype) from a fixed seed, and every meth
 starts from a copy of the same initial weights; inputs are one synthetic batch
 (fixed seed, standard normal images, uniform labels).  bfloat16 means
 torch.autocast(device, dtype=torch.bfloat16) around forward and loss, with float32
-parameters and AdamW state.  Inductor's FX-graph and AOTAutograd caches are off
+parameters and AdamW state; float16 the same with torch.float16 and a GradScaler (the
+loss scaled before backward, the step skipped and the scale lowered on inf / NaN
+gradients, as fp16 training does).  Inductor's FX-graph and AOTAutograd caches are off
 (``--keep-caches`` keeps them), so compile times are cold and the flashkat row's
 rewrite counters prove the rewrite fired.
 
@@ -130,7 +132,7 @@ MODELS = {
     "kat_s": (km.KAT_SMALL, "vit_small_patch16_224"),
     "test": (km.KAT_TEST, None),
 }
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 METHODS = ("flashkat", "inductor_kat", "eager_kat", "eager_flashkat", "vit_inductor")
 # issue 4: ViT step times under Inductor on the GPU machine (batch 128, 224 x 224), ms
 ISSUE_VIT_MS = {("kat_t", "float32"): 38.2, ("kat_t", "bfloat16"): 14.9, ("kat_s", "float32"): 97.9}
@@ -224,13 +226,20 @@ def kat_extra_act_mb(cfg, batch: int) -> float:
 # ----------------------------------------------------------------------------
 def make_step(run, params, amp_dtype, device: torch.device, fused: bool):
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, **({"fused": True} if fused else {}))
+    # float16 trains with loss scaling (bf16 and float32 need none)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     def step(images, labels):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = F.cross_entropy(run(images), labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         return loss
 
     return step, opt
@@ -500,7 +509,7 @@ def plot(rows, png: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="kat_t,kat_s", help=f"comma list of {', '.join(MODELS)}")
-    ap.add_argument("--dtypes", default="float32,bfloat16", help="comma list: float32, bfloat16 (autocast)")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="comma list: float32, bfloat16, float16 (autocast; float16 with a GradScaler)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--img-size", type=int, default=224)
