@@ -499,7 +499,7 @@ FIXTURE_SIGNATURES = (
         name="FlashKAT flashkat_rational_bwd_kernel", direction="bwd",
         params=("dy_ptr", "x_ptr", "a_ptr", "b_ptr", "dx_ptr", "da_ptr", "db_ptr", "ROWS", "D", "D_PER_GROUP",
                 "BLOCK_R", "BLOCK_C"),
-        constexprs=("ROWS", "D", "D_PER_GROUP", "BLOCK_R", "BLOCK_C"), digest="d977a7ee5c212bf9",
+        constexprs=("ROWS", "D", "D_PER_GROUP", "BLOCK_R", "BLOCK_C"), digest="1b9b3fb49c584a59",
         pointers=_KAT_BWD_POINTERS, numel=None, rows="ROWS", grid=("rows_by_group", "BLOCK_R")),
 )
 

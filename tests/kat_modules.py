@@ -360,14 +360,17 @@ def flashkat_rational_bwd_kernel(dy_ptr, x_ptr, a_ptr, b_ptr, dx_ptr, da_ptr, db
     """dx, and the group's coefficient gradients reduced in registers first.
 
     Grid: 2-D, ``(cdiv(ROWS, BLOCK_R), G)``: program ``(r, g)`` owns rows
-    ``[r * BLOCK_R, (r + 1) * BLOCK_R)`` of group ``g`` and walks the group's
-    ``D_PER_GROUP`` channels in tiles of BLOCK_C, keeping 10 partial-sum tiles;
-    it ends with 10 scalar atomic adds. ROWS and D are constexpr (a new kernel
-    per batch size), as in FlashKAT."""
+    ``[r * BLOCK_R, (r + 1) * BLOCK_R)`` of group ``g``, walks them in sub-blocks of
+    16 rows (BLOCK_R a multiple of 16) and the group's ``D_PER_GROUP`` channels in
+    tiles of BLOCK_C, keeping 10 (16, BLOCK_C) partial-sum tiles; it ends with 10
+    scalar atomic adds. ROWS and D are constexpr (a new kernel per batch size), as in
+    FlashKAT.  (FlashKAT's own backward likewise walks its row block in sub-blocks, BLOCK_M_OUT of
+    BLOCK_M_IN rows.  Ten (64, 64) float32 tiles, 320 values per thread at 4 warps,
+    lived in local memory once the channel loop ran more than once: thousands of
+    STL / LDL in the sm_90 build at 96 channels per group, none with 16-row
+    sub-blocks.)"""
     pid_r = tl.program_id(0)
     g = tl.program_id(1)
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    rmask = rows < ROWS
 
     a0 = tl.load(a_ptr + g * 6 + 0)
     a1 = tl.load(a_ptr + g * 6 + 1)
@@ -384,55 +387,58 @@ def flashkat_rational_bwd_kernel(dy_ptr, x_ptr, a_ptr, b_ptr, dx_ptr, da_ptr, db
     c2 = tl.abs(b2)
     c3 = tl.abs(b3)
 
-    s_a0 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_a1 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_a2 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_a3 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_a4 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_a5 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_b0 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_b1 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_b2 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    s_b3 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+    s_a0 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_a1 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_a2 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_a3 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_a4 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_a5 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_b0 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_b1 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_b2 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
+    s_b3 = tl.zeros([16, BLOCK_C], dtype=tl.float32)
 
-    for c_start in range(0, D_PER_GROUP, BLOCK_C):
-        cin = c_start + tl.arange(0, BLOCK_C)
-        cmask = cin < D_PER_GROUP
-        offs = rows[:, None] * D + (g * D_PER_GROUP + cin)[None, :]
-        mask = rmask[:, None] & cmask[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    for r_start in range(0, BLOCK_R, 16):
+        rows = pid_r * BLOCK_R + r_start + tl.arange(0, 16)
+        rmask = rows < ROWS
+        for c_start in range(0, D_PER_GROUP, BLOCK_C):
+            cin = c_start + tl.arange(0, BLOCK_C)
+            cmask = cin < D_PER_GROUP
+            offs = rows[:, None] * D + (g * D_PER_GROUP + cin)[None, :]
+            mask = rmask[:, None] & cmask[None, :]
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
 
-        x2 = x * x
-        x3 = x2 * x
-        x4 = x3 * x
-        x5 = x4 * x
-        t = tl.abs(x)
-        t2 = t * t
-        t3 = t2 * t
-        t4 = t3 * t
-        p = a0 + a1 * x + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5
-        q = 1.0 + c0 * t + c1 * t2 + c2 * t3 + c3 * t4
-        dp = a1 + 2.0 * a2 * x + 3.0 * a3 * x2 + 4.0 * a4 * x3 + 5.0 * a5 * x4
-        sx = tl.where(x < 0, -1.0, 1.0)
-        dq = sx * (c0 + 2.0 * c1 * t + 3.0 * c2 * t2 + 4.0 * c3 * t3)
-        rq = 1.0 / q
-        dx = dy * (dp * rq - p * dq * rq * rq)
-        tl.store(dx_ptr + offs, dx, mask=mask)
+            x2 = x * x
+            x3 = x2 * x
+            x4 = x3 * x
+            x5 = x4 * x
+            t = tl.abs(x)
+            t2 = t * t
+            t3 = t2 * t
+            t4 = t3 * t
+            p = a0 + a1 * x + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5
+            q = 1.0 + c0 * t + c1 * t2 + c2 * t3 + c3 * t4
+            dp = a1 + 2.0 * a2 * x + 3.0 * a3 * x2 + 4.0 * a4 * x3 + 5.0 * a5 * x4
+            sx = tl.where(x < 0, -1.0, 1.0)
+            dq = sx * (c0 + 2.0 * c1 * t + 3.0 * c2 * t2 + 4.0 * c3 * t3)
+            rq = 1.0 / q
+            dx = dy * (dp * rq - p * dq * rq * rq)
+            tl.store(dx_ptr + offs, dx, mask=mask)
 
-        # Masked lanes have dy = 0, so they add nothing.
-        gq = dy * rq
-        s_a0 += gq
-        s_a1 += gq * x
-        s_a2 += gq * x2
-        s_a3 += gq * x3
-        s_a4 += gq * x4
-        s_a5 += gq * x5
-        w = -dy * p * rq * rq
-        s_b0 += w * t
-        s_b1 += w * t2
-        s_b2 += w * t3
-        s_b3 += w * t4
+            # Masked lanes have dy = 0, so they add nothing.
+            gq = dy * rq
+            s_a0 += gq
+            s_a1 += gq * x
+            s_a2 += gq * x2
+            s_a3 += gq * x3
+            s_a4 += gq * x4
+            s_a5 += gq * x5
+            w = -dy * p * rq * rq
+            s_b0 += w * t
+            s_b1 += w * t2
+            s_b2 += w * t3
+            s_b3 += w * t4
 
     tl.atomic_add(da_ptr + g * 6 + 0, tl.sum(tl.sum(s_a0, axis=1), axis=0))
     tl.atomic_add(da_ptr + g * 6 + 1, tl.sum(tl.sum(s_a1, axis=1), axis=0))
@@ -474,7 +480,7 @@ class flashkat_rational_1dgroup(torch.autograd.Function):  # noqa: N801
         dx = torch.empty_like(input)
         dnum = torch.zeros_like(weight_numerator, dtype=torch.float32)
         dden = torch.zeros_like(weight_denominator, dtype=torch.float32)
-        block_r, block_c = 64, 64
+        block_r, block_c = 64, 64  # the kernel walks block_r in 16-row sub-blocks
         flashkat_rational_bwd_kernel[(triton.cdiv(rows, block_r), group)](
             grad_output, input, weight_numerator, weight_denominator, dx, dnum, dden,
             ROWS=rows, D=D, D_PER_GROUP=D // group, BLOCK_R=block_r, BLOCK_C=block_c,

@@ -834,9 +834,11 @@ def test_fixture_kernels_compute_the_registered_semantics(which):
         num, den = m.weight_numerator, m.weight_denominator
         x = torch.randn(3, 5, 64)
     else:
-        m = km.FlashKAT_Group(64, num_groups=8, den_groups=1, mode="swish")
+        # groups of 96 channels: the kernel's channel loop runs twice (one 64-channel tile and a
+        # masked one); 140 rows: not a multiple of the 64-row tile nor of its 16-row sub-blocks
+        m = km.FlashKAT_Group(768, num_groups=8, den_groups=1, mode="swish")
         num, den = m.numerator_v, m.denominator_v
-        x = torch.randn(2, 70, 64)  # rows not a multiple of the 64-row tile
+        x = torch.randn(2, 70, 768)
     if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         m, x = m.cuda(), x.cuda()  # compiled Triton kernels need CUDA tensors
     zero_some(x, den)
