@@ -6,7 +6,7 @@
 # builds at 3072 bf16 (compiled on the CPU): 8 x 128 3 deep 216 registers (two programs per SM),
 # 4 x 128 4 deep 123, 4 x 256 8 warps 4 deep 124, 2 x 256 4 deep 122 (four), against 128 for the
 # usual pick (8 x 128, pipelined 3 deep).  One H200, at most 560 s (the steps' limits; expected
-# about 350); then the suite's gaps (below) and whether Nsight Compute is on the machine (a stall
+# about 380); then the suite's gaps (below) and whether Nsight Compute is on the machine (a stall
 # profile would say what bounds the bf16 loop).
 #
 #     run(command="bash bench/run_h200_choices.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
