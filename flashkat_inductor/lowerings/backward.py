@@ -466,15 +466,14 @@ def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
             (4, 128, 4, 4, 4), (4, 256, 4, 3, 3), (8, 128, 4, 3, 3),
             # pipelined loops won every H200 pick since (BLOCK_R = 4): wider and lighter ones too
             (4, 256, 8, 3, 3), (2, 256, 4, 4, 4), (8, 256, 8, 3, 3)]
-    out = []
-    for level in range(len(_ROW_PROGRAM_LEVELS)):
-        for br, bc, w, st, pipe in base:
-            bc = min(bc, cmax)
-            if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
-                br = max(1, br // 2)
-            if (br, bc, w, st, pipe, level) not in out:
-                out.append((br, bc, w, st, pipe, level))
-    return out
+    sized = []
+    for br, bc, w, st, pipe in base:
+        bc = min(bc, cmax)
+        if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
+            br = max(1, br // 2)
+        if (br, bc, w, st, pipe) not in sized:
+            sized.append((br, bc, w, st, pipe))
+    return [cfg + (level,) for level in range(len(_ROW_PROGRAM_LEVELS)) for cfg in sized]
 
 
 def _row_programs(device: torch.device, R, C_hint: int, level: tuple = _ROW_PROGRAM_LEVELS[0]) -> int:
