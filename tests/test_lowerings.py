@@ -828,3 +828,46 @@ def test_cuda_dx_written_over_dy():
     ref = reference_backward(dy0 * 2.0, x, a, b, "safe", "kat")
     errs = [rel_err(u, v) for u, v in zip(out, ref)] + [rel_err(out[3], (dy0 * 2.0).sum(0))]
     assert max(errs) <= F32_BOUND, errs
+
+
+@cuda
+def test_cuda_forward_division():
+    """The forward's CUDA division (y = p * rcp.approx(q), forward.FAST_DIVISION) in every form,
+    float32 / bf16 / fp16, 7 x 33 x 200 against float64, the rational alone and fused with a
+    consumer; then the values where 1 / q is subnormal (q > 2^126, |x| about 3e9 to 4e9), q = inf,
+    inf and nan: the same infinities, nans and (finite) values as the exact quotient."""
+    for form, dt in itertools.product(FORMS, (torch.float32, torch.bfloat16, torch.float16)):
+        torch.manual_seed(0)
+        x = torch.randn(7, 33, 200, device="cuda").to(dt)
+        a, b = coefficients(6, 4, 1, 8, form=form, device="cuda")
+        (y, z), codes = compile_and_run(
+            lambda x, a, b: (torch.ops.flashkat.rational_fwd(x, a, b, form, "kat"),
+                             torch.ops.flashkat.rational_fwd(x * 2, a, b, form, "kat") + 1), x, a, b)
+        fast = form != "signed"
+        assert ("rcp.approx.ftz.f32" in "".join(codes)) == fast, (form, dt)
+        refs = reference_forward(x, a, b, form), reference_forward(x * 2, a, b, form) + 1
+        errs = rel_err(y, refs[0]), rel_err(z, refs[1])
+        if dt == torch.float32:
+            assert max(errs) <= F32_BOUND, (form, errs)
+        else:  # at most 2x the error of the naive computation in that dtype
+            base = rel_err(naive_lowp(x, a, b, form), refs[0]), rel_err(naive_lowp(x * 2, a, b, form) + 1, refs[1])
+            assert errs[0] <= 2 * base[0] and errs[1] <= 2 * base[1], (form, dt, errs, base)
+    # the range 1 / q cannot reach (rcp.approx.ftz flushes a subnormal 1 / q to 0)
+    a = torch.tensor([[0.5, 1.0, -0.5, 0.25, 0.125, 1.0]], device="cuda")  # m = 6: p = inf there
+    b = torch.tensor([[0.5, 0.25, 0.5, 1.0]], device="cuda")
+    vals = [3.0e9, -3.2e9, 3.5e9, 3.9e9, 4.1e9, 5e9, 1e30, float("inf"), float("-inf"), float("nan"), 1.0, -2.0]
+    for m in (6, 5):
+        x = torch.tensor(vals, device="cuda").reshape(1, -1).repeat(8, 1)
+        am = a[:, :m].contiguous()
+        (y,), _ = compile_and_run(lambda x, a, b: (torch.ops.flashkat.rational_fwd(x, a, b, "safe", "kat"),),
+                                  x, am, b)
+        p, h = am[0, m - 1].expand_as(x), b[0, 3].abs().expand_as(x)  # Horner in float32, as eager
+        for i in range(m - 2, -1, -1):
+            p = p * x + am[0, i]
+        for j in range(2, -1, -1):
+            h = h * x.abs() + b[0, j].abs()
+        exact = p / (h * x.abs() + 1)  # the exact float32 quotient
+        assert torch.equal(torch.isnan(y), torch.isnan(exact)), (m, y[0], exact[0])
+        assert torch.equal(torch.isinf(y), torch.isinf(exact)) and torch.equal(y[torch.isinf(y)], exact[torch.isinf(y)])
+        fin = torch.isfinite(exact)
+        torch.testing.assert_close(y[fin], exact[fin], rtol=1e-6, atol=0)

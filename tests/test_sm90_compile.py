@@ -84,6 +84,22 @@ assert "x_n0 = tl.load(" in codes4[0]
 cuda = lambda cs: [c.replace("FAST_RCP : tl.constexpr = False", "FAST_RCP : tl.constexpr = True") for c in cs]
 assert "FAST_RCP : tl.constexpr = False" in codes3[0]
 codes, codes2, codes3, codes4 = cuda(codes), cuda(codes2), cuda(codes3), cuda(codes4)
+# the forward's CUDA division (forward.FAST_DIVISION: inline PTX, which the interpreter cannot run),
+# generated without running: the rational alone and fused with a consumer, bf16 and float32
+from flashkat_inductor.lowerings import forward as fw
+from torch._inductor.utils import get_code
+fw._divides_fast = lambda spec, x: spec.cdt == torch.float32 and spec.form in ("safe", "abs_sum")
+codes5, asm_count = [], []
+for x5, form in ((xb, "safe"), (xb.float(), "abs_sum"), (xb, "signed")):
+    for scale in (1.0, 2.0):  # (get_code's stand-in module returns one output)
+        got = get_code(torch.compile(lambda x, a, b: torch.ops.flashkat.rational_fwd(x, a, b, form, "kat") * scale,
+                                     backend="inductor", fullgraph=True), x5, a, b)
+        torch._dynamo.reset()
+        codes5 += got
+        asm_count.append(sum(c.count("rcp.approx.ftz.f32") for c in got))
+assert min(asm_count[:4]) > 0 and asm_count[4:] == [0, 0], asm_count  # signed: q may be < 1
+with open({path!r} + ".fastdiv.py", "w") as fh:
+    fh.write("\n".join(codes5))
 with open({path!r}, "w") as fh:
     fh.write("\n".join(codes))
 with open({path!r} + ".while.py", "w") as fh:
@@ -131,3 +147,7 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     regs = _compile("inductor-regs", path + ".prefetch.py")
     tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
     assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
+    # the forward with its CUDA division (y = p * rcp.approx(q), inline PTX), alone and fused
+    res = _compile("inductor", path + ".fastdiv.py")
+    assert any(k.startswith("triton_poi_") for k in res), sorted(res)
+    assert all(v == "ok" for v in res.values()), {k: v for k, v in res.items() if v != "ok"}

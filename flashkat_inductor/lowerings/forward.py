@@ -148,13 +148,14 @@ def coefficient_row(spec: LoweringSpec, node, g, *, absolute: bool) -> list:
     return vals
 
 
-def horner(coeffs: list, t):
-    """sum_i coeffs[i] t^i, highest coefficient first: no 0 * t term (keeps inf / nan semantics)."""
+def horner(coeffs: list, t, fused: bool = False):
+    """sum_i coeffs[i] t^i, highest coefficient first: no 0 * t term (keeps inf / nan semantics).
+    ``fused``: each step one ``ops.fma`` (see FUSED_HORNER)."""
     from torch._inductor.virtualized import ops
 
     p = coeffs[-1]
     for c in reversed(coeffs[:-1]):
-        p = ops.add(ops.mul(p, t), c)
+        p = ops.fma(p, t, c) if fused else ops.add(ops.mul(p, t), c)
     return p
 
 
@@ -231,10 +232,38 @@ def denominator_inputs(spec: LoweringSpec, xv):
 GROUPED_RANGES = True
 EXPANDED_COEFFICIENTS = True
 
+# FUSED_HORNER: on Triton, every Horner step is one explicit fma.  ptxas contracts a mul and an add
+# into one FFMA anyway, except where LLVM has rewritten them first: the denominator's first step,
+# |c| * |x|, becomes |c * x| (a FMUL and an FADD per element in the sm_90 build of the bf16 kernel
+# at 3072).  The other steps compile as before; that one is rounded once instead of twice.  C++
+# keeps its mul and add.
+#
+# FAST_DIVISION: on CUDA, in float32 compute, for the forms whose q = 1 + s is >= 1 (safe and
+# abs_sum), y = p * rcp.approx(q) (within 1 ulp; then one rounding) instead of p / q, which Triton
+# compiles to div.full.f32: its range checks (q subnormal, impossible here; q > 2^126) and the
+# scalings they select cost 8 sm_90 instructions per element against 5 here (the forward builds
+# 27 per element at 3072 bf16, and Nsight Compute has its issue slots 82% busy at base clocks:
+# bench/results/logs_h200_2026-11-29/call32_*).  q > 2^126 (|x| above about 3e9) keeps the exact
+# path's behaviour: p and q are scaled by 1/4 first, so that p / q stays right where 1 / q would be
+# subnormal (flushed to zero by the .ftz reciprocal: 0, or inf * 0 = nan, where p / q is +-inf).
+# The inline PTX cannot run in the Triton interpreter: CUDA only.
+FUSED_HORNER = True
+FAST_DIVISION = True
+_DIVIDE_ASM = ("{ .reg .pred %fkbig; .reg .f32 %fkp, %fkq, %fkr; mov.b32 %fkp, $1; mov.b32 %fkq, $2; "
+               "setp.gt.f32 %fkbig, %fkq, 0f7E800000; @%fkbig mul.f32 %fkp, %fkp, 0f3E800000; "
+               "@%fkbig mul.f32 %fkq, %fkq, 0f3E800000; rcp.approx.ftz.f32 %fkr, %fkq; "
+               "mul.f32 $0, %fkp, %fkr; }")
+
 
 def lowering_switches() -> tuple:
     """The forward lowering's switches, for the passes' cache key (backend._switches)."""
-    return (ND_TILING, GROUPED_RANGES, EXPANDED_COEFFICIENTS, _FLAT_BLOCK_MAX)
+    return (ND_TILING, GROUPED_RANGES, EXPANDED_COEFFICIENTS, _FLAT_BLOCK_MAX, FUSED_HORNER, FAST_DIVISION)
+
+
+def _divides_fast(spec: LoweringSpec, x) -> bool:
+    device = x.get_device()
+    return (FAST_DIVISION and device is not None and device.type == "cuda" and spec.cdt == torch.float32
+            and spec.form in ("safe", "abs_sum"))
 
 
 def _expands(spec: LoweringSpec, x) -> bool:
@@ -312,18 +341,28 @@ def rational_fwd_lowering(x, numerator, denominator, form, zero_sign):
         r0 = first_row[id(node)]
         return [expanded([sympy.Integer(r0 + i), c]) for i in range(int(node.get_size()[1]))]
 
+    fused = FUSED_HORNER and generates_triton(x.get_device())
+    fast_division = _divides_fast(spec, x)
+
     def inner_fn(idx, own_groups: bool = False):
         g = group_of(spec, idx[-1])
         xv = load_as(x_loader, idx, x_dtype, cdt)
         a = row(numerator, g, idx[-1], False, own_groups)
         c = row(denominator, g, idx[-1], den_abs, own_groups)
-        p = horner(a, xv)
+        p = horner(a, xv, fused)
         t = denominator_inputs(spec, xv)
-        s = ops.mul(horner(c, t), t)
+        h = horner(c, t, fused)
         if spec.form == "abs_sum":
-            s = ops.abs(s)
-        q = ops.add(s, ops.constant(one, cdt))
-        y = ops.truediv(p, q)
+            q = ops.add(ops.abs(ops.mul(h, t)), ops.constant(one, cdt))
+        elif fused:
+            q = ops.fma(h, t, ops.constant(one, cdt))
+        else:
+            q = ops.add(ops.mul(h, t), ops.constant(one, cdt))
+        if fast_division:
+            y = ops.inline_asm_elementwise(p, q, asm=_DIVIDE_ASM, constraints="=r,r,r", dtype=torch.float32,
+                                           is_pure=True, pack=1)
+        else:
+            y = ops.truediv(p, q)
         return ops.to_dtype(y, x_dtype, src_dtype=cdt) if x_dtype != cdt else y
 
     size = list(x.get_size())
