@@ -749,7 +749,7 @@ def backward(grad: Tensor, x: Tensor, numerator: Tensor, denominator: Tensor, fo
             sag, sak, sbg, sbk,
             M=m, N=n, FORM=_FORM_ID[form], ZERO_KAT=(zero_sign == "kat"), CDT=_TL_DTYPE[acc_dtype],
             BLOCK_R=cfg.block_r, BLOCK_C=cfg.block_c, NUM_STAGES=cfg.num_stages, ITERS_C=_iters_c(iters),
-            FAST_RCP=acc_dtype == torch.float32 and not _interpreted(),
+            FAST_RCP=acc_dtype == torch.float32 and not _interpreted() and torch.version.hip is None,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 

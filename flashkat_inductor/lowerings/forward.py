@@ -246,7 +246,7 @@ EXPANDED_COEFFICIENTS = True
 # bench/results/logs_h200_2026-11-29/call32_*).  q > 2^126 (|x| above about 3e9) keeps the exact
 # path's behaviour: p and q are scaled by 1/4 first, so that p / q stays right where 1 / q would be
 # subnormal (flushed to zero by the .ftz reciprocal: 0, or inf * 0 = nan, where p / q is +-inf).
-# The inline PTX cannot run in the Triton interpreter: CUDA only.  H200, both switches against
+# The inline PTX cannot run in the Triton interpreter, nor on ROCm: NVIDIA CUDA only.  H200, both switches against
 # neither, same run (device call 34 of 2026-11-29, bench/run_h200_forward.sh), GPU time of the
 # forward: bf16 3072 89.2 -> 84.2 us, 1536 45.8 -> 44.0; fp16 3072 84.0 -> 80.5, 1536 43.4 -> 41.4;
 # one graphed forward + backward at 3072 bf16 272.1 -> 267.6 us, fp16 279.6 -> 275.9.  Nsight
@@ -267,8 +267,8 @@ def lowering_switches() -> tuple:
 
 def _divides_fast(spec: LoweringSpec, x) -> bool:
     device = x.get_device()
-    return (FAST_DIVISION and device is not None and device.type == "cuda" and spec.cdt == torch.float32
-            and spec.form in ("safe", "abs_sum"))
+    return (FAST_DIVISION and device is not None and device.type == "cuda" and torch.version.hip is None
+            and spec.cdt == torch.float32 and spec.form in ("safe", "abs_sum"))
 
 
 def _expands(spec: LoweringSpec, x) -> bool:
