@@ -9,8 +9,10 @@ register-prefetch loops, PIPE_STAGES < 0, at any depth).
         --levels 128x4,256x3 --add 8x128x4x1x-3,4x128x4x1x-4 --out F.json
 
   --levels  FLASHKAT_ROW_PROGRAM_LEVELS for this process (set before the package is imported)
-  --add     extra configs BLOCK_RxBLOCK_CxWARPSxSTAGESxPIPE_STAGES, each offered at every level
-            beside the default ones (--only: instead of them)
+  --add     extra configs BLOCK_RxBLOCK_CxWARPSxSTAGESxPIPE_STAGES[xROW_SUM], each offered at every
+            level beside the default ones (--only: instead of them)
+  --row-sum-levels
+            FLASHKAT_ROW_SUM_LEVELS for this process: the ROW_SUM configs offered at these levels
   --cpu-interpreter
             run on the CPU through the Triton interpreter (tests/fake_triton_cpu.py), to check
             the probe itself; its times mean nothing
@@ -31,14 +33,14 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KEYS = ("BLOCK_R", "BLOCK_C", "PIPE_STAGES", "NPROG", "NPROG_RUN", "num_warps", "num_stages")
+KEYS = ("BLOCK_R", "BLOCK_C", "PIPE_STAGES", "NPROG", "NPROG_RUN", "ROW_SUM", "num_warps", "num_stages")
 
 
 def parse_config(text: str) -> tuple:
     parts = [int(v) for v in text.lower().split("x")]
-    if len(parts) != 5:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected BLOCK_RxBLOCK_CxWARPSxSTAGESxPIPE_STAGES")
-    return tuple(parts)
+    if len(parts) not in (5, 6):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected BLOCK_RxBLOCK_CxWARPSxSTAGESxPIPE_STAGES[xROW_SUM]")
+    return tuple(parts) + (0,) * (6 - len(parts))
 
 
 def describe(desc: str) -> dict:
@@ -56,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="bfloat16")
     ap.add_argument("--shapes", default="128x197x1536,128x197x3072")
     ap.add_argument("--levels", default=None)
+    ap.add_argument("--row-sum-levels", default=None)
     ap.add_argument("--add", default="", help="comma list of extra configs")
     ap.add_argument("--only", action="store_true", help="offer the --add configs alone")
     ap.add_argument("--cpu-interpreter", action="store_true")
@@ -69,6 +72,8 @@ def main(argv=None) -> int:
     os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
     if args.levels is not None:
         os.environ["FLASHKAT_ROW_PROGRAM_LEVELS"] = args.levels
+    if args.row_sum_levels is not None:
+        os.environ["FLASHKAT_ROW_SUM_LEVELS"] = args.row_sum_levels
     if args.cpu_interpreter:
         os.environ["TRITON_INTERPRET"] = "1"
         sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -99,7 +104,8 @@ def main(argv=None) -> int:
 
     stamp = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (Triton interpreter)",
              "torch": torch.__version__, "triton": triton.__version__,
-             "date": datetime.date.today().isoformat(), "levels": [list(lv) for lv in bw._ROW_PROGRAM_LEVELS]}
+             "date": datetime.date.today().isoformat(), "levels": [list(lv) for lv in bw._ROW_PROGRAM_LEVELS],
+             "row_sum_levels": [list(lv) for lv in bw._ROW_SUM_LEVELS]}
     rows: list = []
 
     def save():
@@ -114,7 +120,7 @@ def main(argv=None) -> int:
             C = shape[-1]
             bw._state.pop("configs", None)
             configs = [] if args.only else bw._template_configs(C, dt, 10)
-            configs += [c + (lv,) for c in extra for lv in range(len(bw._ROW_PROGRAM_LEVELS))]
+            configs += [c[:5] + (lv, c[5]) for c in extra for lv in range(len(bw._all_levels()))]
             bw._state["configs"] = configs
             torch._dynamo.reset()
             torch.manual_seed(0)
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
                              "err_dx": errs[0], "err_dnum": errs[1], "err_dden": errs[2]})
                 print(f"   {ms * 1e3:9.1f} us  {c['BLOCK_R']:>3} x {c['BLOCK_C']:<4} warps {c['num_warps']} "
                       f"stages {c['num_stages']} PIPE {c['PIPE_STAGES']:>2}  NPROG_RUN {c['NPROG_RUN']} of "
-                      f"{c['NPROG']}", flush=True)
+                      f"{c['NPROG']}  ROW_SUM {c['ROW_SUM'] or 0}", flush=True)
             save()
     save()
     return 0

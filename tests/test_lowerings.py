@@ -358,6 +358,34 @@ def test_row_program_levels_from_the_environment(monkeypatch):
             bw._levels_from_env()
 
 
+def test_row_sum_levels_from_the_environment(monkeypatch):
+    """FLASHKAT_ROW_SUM_LEVELS: the ROW_SUM configs (backward._ROW_SUM_BASE) offered beside the
+    others at these row-program levels, appended to _ROW_PROGRAM_LEVELS; none without it."""
+    from flashkat_inductor.lowerings import backward as bw
+
+    monkeypatch.delenv("FLASHKAT_ROW_SUM_LEVELS", raising=False)
+    assert bw._row_sum_levels_from_env() == ()
+    assert all(c[6] == 0 for c in bw._template_configs(3072, torch.bfloat16, 10))
+    monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", "128x8,128x5")
+    monkeypatch.setattr(bw, "_ROW_SUM_LEVELS", bw._row_sum_levels_from_env())
+    assert bw._ROW_SUM_LEVELS == ((128, 8), (128, 5)) and bw._all_levels() == ((128, 4), (128, 8), (128, 5))
+    configs = bw._template_configs(3072, torch.bfloat16, 10)
+    plain = [c for c in configs if not c[6]]
+    row_sum = [c for c in configs if c[6]]
+    assert len(plain) == 11 and {c[5] for c in plain} == {0}
+    assert len(row_sum) == 2 * len(bw._ROW_SUM_BASE) and {c[5] for c in row_sum} == {1, 2}
+    assert all(c[4] > 0 for c in row_sum)  # pipelined loops only
+    cpu = torch.device("cpu")  # 2 stand-in SMs: 3072 channels are 24 tiles of 128
+    assert [bw._row_programs(cpu, 128 * 197, 3072, lv) for lv in bw._all_levels()] == [1, 1, 1]
+    assert [bw._row_programs(cpu, 128 * 197, 128, lv) for lv in bw._all_levels()] == [8, 16, 10]
+    # a config may leave out its level and ROW_SUM (0 both)
+    monkeypatch.setitem(bw._state, "configs", [(8, 128, 4, 3, 3), (8, 128, 4, 3, 3, 1, 1)])
+    assert bw._template_configs(3072, torch.bfloat16, 10) == [(8, 128, 4, 3, 3, 0, 0), (8, 128, 4, 3, 3, 1, 1)]
+    monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", "8")
+    with pytest.raises(ValueError, match="FLASHKAT_ROW_SUM_LEVELS"):
+        bw._row_sum_levels_from_env()
+
+
 def test_registration_is_lazy_and_idempotent():
     code = textwrap.dedent("""
         import sys
@@ -432,6 +460,21 @@ result["pipelined_loop"] = "for it in tl.range(0, n_iter, num_stages=PIPE_STAGES
 loop = code[code.index("for it in tl.range(0, n_iter"):code.index("# ---- stage 1 of the reduction")]
 result["coef_loads_in_loop"] = ("tl.load(A" in loop) or ("tl.load(B" in loop)
 result["divisions_in_loop"] = sum(" / " in ln for ln in loop.splitlines() if not ln.strip().startswith("#"))
+# (1b) the same graph with ROW_SUM (each row block's terms summed over its rows into (1, BLOCK_C)
+#      accumulators), pipelined and `while`
+result["row_sum_errs"], result["row_sum_code"] = [], []
+for cfg in ((4, 64, 4, 3, 3, 0, 1), (8, 64, 4, 1, 0, 0, 1)):
+    bw._state["configs"] = [cfg]
+    torch._dynamo.reset()
+    out, codes = run_and_get_code(torch.compile(f, backend="inductor", fullgraph=True), *args)
+    code = "\n".join(codes)
+    for i, (form, zs, *_ ) in enumerate(cases):
+        dy, x, a, b = args[4 * i: 4 * i + 4]
+        ref = reference_backward(dy, x, a, b, form, zs)
+        result["row_sum_errs"].append([rel_err(out[3 * i], ref[0] * 3 + 1), rel_err(out[3 * i + 1], ref[1]),
+                                       rel_err(out[3 * i + 2], ref[2])])
+    result["row_sum_code"].append(["acc1 += tl.sum(gq * x1, 0, keep_dims=True)" in code,
+                                   "acc0 = tl.zeros((1, BLOCK_C), ACC_TYPE)" in code, "tl.fma(gq, x1, acc1)" in code])
 
 # (2) training step: x * 2 -> rational -> + 1 forward fused (Triton), bf16 x, dynamic batch
 bw._state["configs"] = [(8, 64, 4, 1)]
@@ -604,6 +647,9 @@ def test_triton_template_on_cpu_interpreter():
     assert any("add" in k and "mul" in k and "rational_bwd" in k for k in res["template_kernels"]), res
     for e in res["bwd_errs"]:
         assert max(e) <= F32_BOUND, res["bwd_errs"]
+    # ROW_SUM: every form and layout as exact, (1, BLOCK_C) accumulators summed per row block
+    assert len(res["row_sum_errs"]) == 10 and max(max(e) for e in res["row_sum_errs"]) <= F32_BOUND, res["row_sum_errs"]
+    assert res["row_sum_code"] == [[True, True, False]] * 2, res["row_sum_code"]
     # forward: x * 2, the rational and + 1 in one Triton kernel; backward through the template
     fwd = [k for k in res["fwd_kernels"] if "rational_fwd" in k]
     assert len(fwd) == 1 and "add" in fwd[0] and "mul" in fwd[0] and len(res["fwd_kernels"]) == 1, res

@@ -79,11 +79,18 @@ a1, _ = coefficients(6, 4, 1, 8, form="safe")
 _, codes4 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), dyb, xb, a1, b)
 assert "x_n0 = tl.load(" in codes4[0]
+# ROW_SUM: 8 x 128 tiles pipelined 3 deep, each row block's terms summed over its rows
+bw._state["configs"] = [(8, 128, 4, 3, 3, 0, 1)]
+_, codes6 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                           backend="inductor", fullgraph=True), dyb, xb, a1, b)
+assert "keep_dims=True" in codes6[0]
 # the generated code runs here on the interpreter, which cannot run inline PTX: compile the CUDA
 # variant, where the lowering sets FAST_RCP (1/q as rcp.approx.ftz.f32) for float32 compute
 cuda = lambda cs: [c.replace("FAST_RCP : tl.constexpr = False", "FAST_RCP : tl.constexpr = True") for c in cs]
 assert "FAST_RCP : tl.constexpr = False" in codes3[0]
-codes, codes2, codes3, codes4 = cuda(codes), cuda(codes2), cuda(codes3), cuda(codes4)
+codes, codes2, codes3, codes4, codes6 = cuda(codes), cuda(codes2), cuda(codes3), cuda(codes4), cuda(codes6)
+with open({path!r} + ".rowsum.py", "w") as fh:
+    fh.write("\n".join(codes6))
 # the forward's CUDA division (forward.FAST_DIVISION: inline PTX, which the interpreter cannot run),
 # generated without running: the rational alone and fused with a consumer, bf16 and float32
 from flashkat_inductor.lowerings import forward as fw
@@ -147,6 +154,11 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     regs = _compile("inductor-regs", path + ".prefetch.py")
     tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
     assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
+    # ROW_SUM, bf16 8 x 128 pipelined: (1, BLOCK_C) accumulators summed in-thread over each row block
+    # (64 registers at 3072 channels, 128 without ROW_SUM): eight programs per SM
+    regs = _compile("inductor-regs", path + ".rowsum.py")
+    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
+    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 80, regs
     # the forward with its CUDA division (y = p * rcp.approx(q), inline PTX), alone and fused
     res = _compile("inductor", path + ".fastdiv.py")
     assert any(k.startswith("triton_poi_") for k in res), sorted(res)

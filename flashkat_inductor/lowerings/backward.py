@@ -73,8 +73,8 @@ _FINISH_DTYPE = torch.float64
 
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
-    return (_ROW_PROGRAM_LEVELS, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS, _SLAB_MAX_CHANNELS,
-            repr(sorted(_state.items())))
+    return (_ROW_PROGRAM_LEVELS, _ROW_SUM_LEVELS, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS,
+            _SLAB_MAX_CHANNELS, repr(sorted(_state.items())))
 
 
 def set_backward_mode(mode: str) -> None:
@@ -432,20 +432,37 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 # but a KAT-T bf16 training step did not move (8.60 / 8.71 ms against 8.68 / 8.62 / 8.61) and
 # autotuning twice the choices added 12-18 s to its first step: off by default
 # (bench/run_h200_levels.sh).
-def _levels_from_env() -> tuple:
-    raw = os.environ.get("FLASHKAT_ROW_PROGRAM_LEVELS", "").strip()
-    if not raw:
-        return ((128, 4),)
+def _parse_levels(raw: str, name: str) -> tuple:
     try:
         levels = tuple((int(c), int(p)) for c, p in (item.lower().split("x") for item in raw.split(",")))
     except ValueError:
-        raise ValueError(f"FLASHKAT_ROW_PROGRAM_LEVELS={raw!r}: expected a comma list of CxP, e.g. 128x4,256x3")
+        raise ValueError(f"{name}={raw!r}: expected a comma list of CxP, e.g. 128x4,256x3")
     if not levels or any(c < 1 or p < 1 for c, p in levels):
-        raise ValueError(f"FLASHKAT_ROW_PROGRAM_LEVELS={raw!r}: nominal widths and programs per SM must be >= 1")
+        raise ValueError(f"{name}={raw!r}: nominal widths and programs per SM must be >= 1")
     return levels
 
 
+def _levels_from_env() -> tuple:
+    raw = os.environ.get("FLASHKAT_ROW_PROGRAM_LEVELS", "").strip()
+    return _parse_levels(raw, "FLASHKAT_ROW_PROGRAM_LEVELS") if raw else ((128, 4),)
+
+
 _ROW_PROGRAM_LEVELS = _levels_from_env()
+
+# ROW_SUM (the template's accumulators summed over each row block's rows: (1, BLOCK_C) instead of
+# (BLOCK_R, BLOCK_C), half the registers or less, so twice the programs per SM; backward.py.jinja)
+# with the row-program counts that such occupancy asks for: FLASHKAT_ROW_SUM_LEVELS=128x8,128x5
+# offers the pipelined 4-warp configs with ROW_SUM beside the others, at these levels (appended to
+# _ROW_PROGRAM_LEVELS).  The sm_90 builds at 3072 bf16 (64 registers at 8 x 128, 72 at 4 x 256,
+# 96 at 16 x 128) are prepared, not yet timed on the H200: off by default until they are
+# (bench/run_h200_rowsum.sh).
+def _row_sum_levels_from_env() -> tuple:
+    raw = os.environ.get("FLASHKAT_ROW_SUM_LEVELS", "").strip()
+    return _parse_levels(raw, "FLASHKAT_ROW_SUM_LEVELS") if raw else ()
+
+
+_ROW_SUM_LEVELS = _row_sum_levels_from_env()
+_ROW_SUM_BASE = [(8, 128, 4, 3, 3), (4, 256, 4, 3, 3), (16, 128, 4, 3, 3), (4, 128, 4, 4, 4)]
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 _SLAB_MAX_CHANNELS = 2048  # the template sums slabs of channels below this width only (_slab)
@@ -455,25 +472,36 @@ def _next_pow2(v: int) -> int:
     return 1 << max(0, int(v) - 1).bit_length()
 
 
+def _all_levels() -> tuple:
+    """Every row-program level a config may name: _ROW_PROGRAM_LEVELS, then _ROW_SUM_LEVELS."""
+    return _ROW_PROGRAM_LEVELS + _ROW_SUM_LEVELS
+
+
 def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
-    """(BLOCK_R, BLOCK_C, num_warps, num_stages, PIPE_STAGES, row-program level) choices offered
-    to the autotuner, the level an index into _ROW_PROGRAM_LEVELS (``_state["configs"]``
-    overrides them; its entries may leave out PIPE_STAGES and the level, meaning 0)."""
+    """(BLOCK_R, BLOCK_C, num_warps, num_stages, PIPE_STAGES, row-program level, ROW_SUM) choices
+    offered to the autotuner, the level an index into _all_levels() (``_state["configs"]``
+    overrides them; its entries may leave out PIPE_STAGES, the level and ROW_SUM, meaning 0)."""
     if _state.get("configs"):
-        return [tuple(c) + (0,) * (6 - len(c)) for c in _state["configs"]]
+        return [tuple(c) + (0,) * (7 - len(c)) for c in _state["configs"]]
     cmax = max(16, min(256, _next_pow2(C_hint)))
     base = [(8, 128, 4, 1, 0), (16, 128, 8, 1, 0), (4, 256, 4, 1, 0), (16, 64, 4, 1, 0), (32, 64, 8, 1, 0),
             (4, 128, 4, 4, 4), (4, 256, 4, 3, 3), (8, 128, 4, 3, 3),
             # pipelined loops won every H200 pick since (BLOCK_R = 4): wider and lighter ones too
             (4, 256, 8, 3, 3), (2, 256, 4, 4, 4), (8, 256, 8, 3, 3)]
-    sized = []
-    for br, bc, w, st, pipe in base:
-        bc = min(bc, cmax)
-        if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
-            br = max(1, br // 2)
-        if (br, bc, w, st, pipe) not in sized:
-            sized.append((br, bc, w, st, pipe))
-    return [cfg + (level,) for level in range(len(_ROW_PROGRAM_LEVELS)) for cfg in sized]
+    def sizes(configs):
+        sized = []
+        for br, bc, w, st, pipe in configs:
+            bc = min(bc, cmax)
+            if cdt == torch.float64 or k > 10:  # register pressure: halve the rows
+                br = max(1, br // 2)
+            if (br, bc, w, st, pipe) not in sized:
+                sized.append((br, bc, w, st, pipe))
+        return sized
+
+    out = [cfg + (level, 0) for level in range(len(_ROW_PROGRAM_LEVELS)) for cfg in sizes(base)]
+    first = len(_ROW_PROGRAM_LEVELS)
+    out += [cfg + (first + i, 1) for i in range(len(_ROW_SUM_LEVELS)) for cfg in sizes(_ROW_SUM_BASE)]
+    return out
 
 
 def _row_programs(device: torch.device, R, C_hint: int, level: tuple = _ROW_PROGRAM_LEVELS[0]) -> int:
@@ -546,7 +574,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     b = ir.ExternKernel.realize_input(denominator)
 
     # the workspaces hold the largest count's entries; each choice launches its level's count
-    level_programs = [_row_programs(device, R, C_hint, level) for level in _ROW_PROGRAM_LEVELS]
+    level_programs = [_row_programs(device, R, C_hint, level) for level in _all_levels()]
     nprog = max(level_programs)
     configs = _template_configs(C_hint, spec.cdt, K)
     ws_num, slab_num, per_num = _workspace(spec, C, C_hint, spec.m, spec.num_shared, configs, nprog, device)
@@ -576,11 +604,11 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     choices: list = []
     errors = []
     offered = set()
-    for block_r, block_c, warps, stages, pipe, level in configs:
+    for block_r, block_c, warps, stages, pipe, level, row_sum in configs:
         nprog_run = level_programs[level]
-        if (block_r, block_c, warps, stages, pipe, nprog_run) in offered:  # levels that coincide
+        if (block_r, block_c, warps, stages, pipe, nprog_run, row_sum) in offered:  # levels that coincide
             continue
-        offered.add((block_r, block_c, warps, stages, pipe, nprog_run))
+        offered.add((block_r, block_c, warps, stages, pipe, nprog_run, row_sum))
         err = _template().maybe_append_choice(
             choices,
             input_nodes=inputs,
@@ -593,7 +621,7 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
             NLEAD=len(out_size) - 1, NPROG=nprog, NPROG_RUN=nprog_run, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
             PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c, DX_INTO_GY=into_grad,
-            ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp,
+            ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp, ROW_SUM=int(row_sum),
             call_sizes=[R, C],
         )
         if err is not None:
