@@ -434,14 +434,18 @@ def _worker(names):
         eager_losses = train(reference, batches)
         worst, worst_step, worst_name = 0.0, 0.0, ""
         ref = dict(reference.named_parameters())
+        diff_sq = update_sq = 0.0
         for name, p in model.named_parameters():
             q = ref[name]
             diff = (p - q).abs().max().item()
             if diff > worst:
                 worst, worst_name = diff, name
             worst_step = max(worst_step, (q - start[name]).abs().max().item())
+            diff_sq += (p - q).double().square().sum().item()
+            update_sq += (q - start[name]).double().square().sum().item()
         return {"compiled_losses": compiled_losses, "eager_losses": eager_losses, "param_max_abs_diff": worst,
-                "param_worst": worst_name, "param_max_update": worst_step, "compiled_launches": compiled_launches}
+                "param_worst": worst_name, "param_max_update": worst_step,
+                "param_update_rel_diff": (diff_sq / update_sq) ** 0.5, "compiled_launches": compiled_launches}
 
     def s_vit_train():
         """KAT ViT with KAT_Group's Triton Function ("cuda" picks it; CPU tensors): 5 AdamW
@@ -570,13 +574,17 @@ def assert_rewritten_group(r, sites=1):
 
 def assert_same_training(r):
     """5 AdamW steps (lr 1e-3) move parameters by up to ~5e-3; Adam divides by the gradients'
-    own scale, so float32 noise in tiny gradient entries shows up amplified (measured: at most
-    3e-5, in attention weights, where no rational is involved). A step taken differently
-    would differ by ~1e-3."""
+    own scale, so float32 noise in tiny gradient entries shows up amplified in single elements:
+    at most 3e-5 on a Xeon, but 3.1e-4 on an AMD EPYC in the CPU path's attention projection,
+    where no rational is involved (plain Inductor: 2.6e-4 there, same machine). So the steps are
+    compared as a whole: the difference of all parameters against their whole update, in norm
+    (7.6e-4 there under flashkat, 6.2e-4 under Inductor); a step taken differently differs by
+    order 1. Single elements keep a loose bound (a sign flipped everywhere is 2x the update)."""
     for a, b in zip(r["compiled_losses"], r["eager_losses"]):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(b)), (r["compiled_losses"], r["eager_losses"])
     assert r["param_max_update"] > 1e-3
-    assert r["param_max_abs_diff"] <= 2e-2 * r["param_max_update"], r
+    assert r["param_update_rel_diff"] <= 1e-2, r
+    assert r["param_max_abs_diff"] <= 0.2 * r["param_max_update"], r
 
 
 def test_kat_group_bound_apply(worker):
