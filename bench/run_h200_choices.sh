@@ -2,7 +2,8 @@
 # Every backward-template choice timed by the autotuner, side by side (bench/probe_template_choices.py):
 # the default configs at two row-program counts, and register-prefetch loops (PIPE_STAGES < 0) one
 # to four row blocks deep, which the lowering does not offer.  Calls 24-26 of 2026-11-29 saw only
-# the picks (the prefetch loops at depths 1-2 never won; their times were not recorded).  sm_90
+# the picks (the prefetch loops at depths 1-2 never won; their times were not recorded).  Device
+# call 31 ran this: every prefetch loop 18-138% slower than the best pipelined one.  sm_90
 # builds at 3072 bf16 (compiled on the CPU): 8 x 128 3 deep 216 registers (two programs per SM),
 # 4 x 128 4 deep 123, 4 x 256 8 warps 4 deep 124, 2 x 256 4 deep 122 (four), against 128 for the
 # usual pick (8 x 128, pipelined 3 deep).  One H200, at most 560 s (the steps' limits; expected

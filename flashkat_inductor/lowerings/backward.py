@@ -419,8 +419,10 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 # instructions per element (LDS.U16 and its shift for each of x and dy, the stage's barriers).
 # Loading the next row block into registers in the loads' own layout (PIPE_STAGES = -1; -2 two
 # blocks ahead) takes it to 43.4 (LDG.128, 168 registers), but offered beside the pipelined
-# loops it lost every one of 26 H200 autotunings (bench/results: calls 24-26 of 2026-11-29): it
-# stays a template mode (`_state["configs"]`), not offered.
+# loops it lost every one of 26 H200 autotunings (bench/results: calls 24-26 of 2026-11-29), and
+# with every choice's time recorded (call 31, bench/probe_template_choices.py) one to four blocks
+# ahead were 18-138% slower than the best pipelined loop at 768-3072 bf16, 23-88% at 3072 float32:
+# it stays a template mode (`_state["configs"]`), not offered.
 #
 # Row programs (NPROG_RUN): C / nominal BLOCK_C column tiles, times programs per SM, over the
 # SMs, at each level of _ROW_PROGRAM_LEVELS, and every config is offered at every level.  One
