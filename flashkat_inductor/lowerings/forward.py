@@ -243,15 +243,15 @@ EXPANDED_COEFFICIENTS = True
 # compiles to div.full.f32: its range checks (q subnormal, impossible here; q > 2^126) and the
 # scalings they select cost 8 sm_90 instructions per element against 5 here (the forward builds
 # 27 per element at 3072 bf16, and Nsight Compute has its issue slots 82% busy at base clocks:
-# bench/results/logs_h200_2026-11-29/call32_*).  q > 2^126 (|x| above about 3e9) keeps the exact
-# path's behaviour: p and q are scaled by 1/4 first, so that p / q stays right where 1 / q would be
-# subnormal (flushed to zero by the .ftz reciprocal: 0, or inf * 0 = nan, where p / q is +-inf).
-# The inline PTX cannot run in the Triton interpreter, nor on ROCm: NVIDIA CUDA only.  H200, both switches against
-# neither, same run (device call 34 of 2026-11-29, bench/run_h200_forward.sh), GPU time of the
-# forward: bf16 3072 89.2 -> 84.2 us, 1536 45.8 -> 44.0; fp16 3072 84.0 -> 80.5, 1536 43.4 -> 41.4;
-# one graphed forward + backward at 3072 bf16 272.1 -> 267.6 us, fp16 279.6 -> 275.9.  Nsight
-# Compute (call 33, base clocks): 62.0 -> 52.7 M warp instructions at 3072 bf16, issue slots 82% ->
-# 74% busy, DRAM throughput 60% -> 67%.
+# bench/results/h200_ncu_2026-11-29_call32_fwd_bf16_details.csv).  q > 2^126 (|x| above about 3e9)
+# keeps the exact path's behaviour: p and q are scaled by 1/4 first, so that p / q stays right
+# where 1 / q would be subnormal (flushed to zero by the .ftz reciprocal: 0, or inf * 0 = nan,
+# where p / q is +-inf).  The inline PTX cannot run in the Triton interpreter, nor on ROCm: NVIDIA
+# CUDA only.  H200, both switches against neither, same run (device call 34 of 2026-11-29,
+# bench/run_h200_forward.sh), GPU time of the forward: bf16 3072 89.2 -> 84.2 us, 1536 45.8 ->
+# 44.0; fp16 3072 84.0 -> 80.5, 1536 43.4 -> 41.4; one graphed forward + backward at 3072 bf16
+# 272.1 -> 267.6 us, fp16 279.6 -> 275.9.  Nsight Compute (call 33, base clocks): 62.0 -> 52.7 M
+# warp instructions at 3072 bf16, issue slots 82% -> 74% busy, DRAM throughput 60% -> 67%.
 FUSED_HORNER = True
 FAST_DIVISION = True
 _DIVIDE_ASM = ("{ .reg .pred %fkbig; .reg .f32 %fkp, %fkq, %fkr; mov.b32 %fkp, $1; mov.b32 %fkq, $2; "
