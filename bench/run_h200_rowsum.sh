@@ -21,7 +21,7 @@ step choices_fp32 "${S2:-70}" python3 bench/probe_template_choices.py --dtypes f
     --row-sum-levels 128x8,128x5 --out "$OUT/choices_fp32.json"
 grep -A6 "^float32" "$OUT/choices_fp32.log" | cut -c1-130
 export FLASHKAT_ROW_SUM_LEVELS=128x8,128x5 TORCHINDUCTOR_FORCE_DISABLE_CACHES=1
-step rational "${S3:-140}" python3 bench/bench_rational.py --graph-capture --dtypes bfloat16,float16,float32 \
+step rational "${S3:-170}" python3 bench/bench_rational.py --graph-capture --dtypes bfloat16,float16,float32 \
     --shapes 128x197x768,128x197x1536,128x197x3072 --methods inductor_safe_pau,flashkat_compiled_pau \
     --out "$OUT/rational.json"
 grep -E "^(bfloat16|float16|float32) |one CUDA graph|FAILED" "$OUT/rational.log" | cut -c1-150
