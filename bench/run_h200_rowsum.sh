@@ -14,8 +14,11 @@
 # If they win, ROW_SUM becomes a default (backward._ROW_SUM_LEVELS), else the configs go.
 OUT_NAME=h200_rowsum
 source "$(dirname "$0")/device_prelude.sh"
+# beside _ROW_SUM_BASE: deeper pipelines where the registers freed allow them, and 8 x 256 with 8
+# warps (77 registers in the sm_90 build, no shuffles), each at every level
 step choices_bf16 "${S1:-170}" python3 bench/probe_template_choices.py --dtypes bfloat16 \
-    --shapes 128x197x3072,128x197x1536,128x197x768 --row-sum-levels 128x8,128x5 --out "$OUT/choices_bf16.json"
+    --shapes 128x197x3072,128x197x1536,128x197x768 --row-sum-levels 128x8,128x5 \
+    --add 8x128x4x4x4x1,16x128x4x4x4x1,8x256x8x3x3x1 --out "$OUT/choices_bf16.json"
 grep -A8 "^bfloat16" "$OUT/choices_bf16.log" | cut -c1-130
 step choices_fp32 "${S2:-70}" python3 bench/probe_template_choices.py --dtypes float32 --shapes 128x197x3072 \
     --row-sum-levels 128x8,128x5 --out "$OUT/choices_fp32.json"
