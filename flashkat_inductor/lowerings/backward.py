@@ -50,6 +50,7 @@ from .forward import (
     lowering_spec,
     sign_of,
     size_hint,
+    takes_ptx,
 )
 
 __all__ = ["rational_bwd_lowering", "TEMPLATE_MAX_COEFFS", "TEMPLATE_NAME"]
@@ -598,11 +599,11 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     else:
         layout = ir.FixedLayout(device, x.get_dtype(), out_size, ir.FlexibleLayout.contiguous_strides(out_size))
     # 1/q as one approximate reciprocal (rcp.approx.ftz.f32, within 1 ulp; inline PTX, which the
-    # Triton interpreter cannot run) on NVIDIA CUDA (not ROCm, whose "cuda" devices take no PTX) in
-    # float32 compute; `_state["fast_rcp"]` overrides
+    # Triton interpreter cannot run) on NVIDIA CUDA (takes_ptx) in float32 compute;
+    # `_state["fast_rcp"]` overrides
     fast_rcp = _state.get("fast_rcp")
     if fast_rcp is None:
-        fast_rcp = device.type == "cuda" and torch.version.hip is None and spec.cdt == torch.float32
+        fast_rcp = takes_ptx(device) and spec.cdt == torch.float32
     choices: list = []
     errors = []
     offered = set()

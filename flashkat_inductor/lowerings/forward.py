@@ -134,6 +134,12 @@ def generates_triton(device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and getattr(config, "cpu_backend", "cpp") == "triton")
 
 
+def takes_ptx(device) -> bool:
+    """True where generated Triton may hold inline NVIDIA PTX: CUDA, not ROCm (whose devices are
+    "cuda" too); never the interpreter, which runs on "cpu" devices."""
+    return device is not None and device.type == "cuda" and torch.version.hip is None
+
+
 def coefficient_row(spec: LoweringSpec, node, g, *, absolute: bool) -> list:
     """The k coefficients of group ``g`` (a sympy index) as ops values in the compute dtype."""
     from torch._inductor.virtualized import ops
@@ -266,9 +272,8 @@ def lowering_switches() -> tuple:
 
 
 def _divides_fast(spec: LoweringSpec, x) -> bool:
-    device = x.get_device()
-    return (FAST_DIVISION and device is not None and device.type == "cuda" and torch.version.hip is None
-            and spec.cdt == torch.float32 and spec.form in ("safe", "abs_sum"))
+    return (FAST_DIVISION and takes_ptx(x.get_device()) and spec.cdt == torch.float32
+            and spec.form in ("safe", "abs_sum"))
 
 
 def _expands(spec: LoweringSpec, x) -> bool:
