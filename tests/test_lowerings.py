@@ -348,7 +348,7 @@ def test_row_program_levels_from_the_environment(monkeypatch):
     monkeypatch.setenv("FLASHKAT_ROW_PROGRAM_LEVELS", "128x4, 256X3")
     assert bw._levels_from_env() == ((128, 4), (256, 3))
     monkeypatch.setattr(bw, "_ROW_PROGRAM_LEVELS", bw._levels_from_env())
-    configs = bw._template_configs(768, torch.float32, 10)
+    configs = [c for c in bw._template_configs(768, torch.float32, 10) if not c[6]]  # ROW_SUM's: below
     assert len(configs) == 22 and [c[:5] for c in configs[:11]] == [c[:5] for c in configs[11:]]
     assert {c[5] for c in configs} == {0, 1}
     cpu = torch.device("cpu")  # 2 stand-in SMs: 200 channels are 2 tiles of 128, 1 of 256
@@ -361,11 +361,15 @@ def test_row_program_levels_from_the_environment(monkeypatch):
 
 def test_row_sum_levels_from_the_environment(monkeypatch):
     """FLASHKAT_ROW_SUM_LEVELS: the ROW_SUM configs (backward._ROW_SUM_BASE) offered beside the
-    others at these row-program levels, appended to _ROW_PROGRAM_LEVELS; none without it."""
+    others at these row-program levels, appended to _ROW_PROGRAM_LEVELS; 128 x 8 and 128 x 4
+    without it, none with `off`."""
     from flashkat_inductor.lowerings import backward as bw
 
     monkeypatch.delenv("FLASHKAT_ROW_SUM_LEVELS", raising=False)
-    assert bw._row_sum_levels_from_env() == ()
+    assert bw._row_sum_levels_from_env() == ((128, 8), (128, 4))
+    monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", " OFF ")
+    monkeypatch.setattr(bw, "_ROW_SUM_LEVELS", bw._row_sum_levels_from_env())
+    assert bw._ROW_SUM_LEVELS == () and bw._all_levels() == ((128, 4),)
     assert all(c[6] == 0 for c in bw._template_configs(3072, torch.bfloat16, 10))
     monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", "128x8,128x5")
     monkeypatch.setattr(bw, "_ROW_SUM_LEVELS", bw._row_sum_levels_from_env())
@@ -375,16 +379,20 @@ def test_row_sum_levels_from_the_environment(monkeypatch):
     row_sum = [c for c in configs if c[6]]
     assert len(plain) == 11 and {c[5] for c in plain} == {0}
     assert len(row_sum) == 2 * len(bw._ROW_SUM_BASE) and {c[5] for c in row_sum} == {1, 2}
-    assert all(c[4] > 0 for c in row_sum)  # pipelined loops only
+    assert all(c[4] > 0 and c[2] == 4 for c in row_sum)  # pipelined 4-warp loops only
     cpu = torch.device("cpu")  # 2 stand-in SMs: 3072 channels are 24 tiles of 128
     assert [bw._row_programs(cpu, 128 * 197, 3072, lv) for lv in bw._all_levels()] == [1, 1, 1]
     assert [bw._row_programs(cpu, 128 * 197, 128, lv) for lv in bw._all_levels()] == [8, 16, 10]
+    # float64 and long coefficient sets halve the rows: 16 x 128 becomes 8 x 128, offered once
+    row_sum64 = [c[:5] for c in bw._template_configs(3072, torch.float64, 10) if c[6] and c[5] == 1]
+    assert row_sum64 == [(8, 128, 4, 4, 4), (8, 128, 4, 3, 3), (4, 128, 4, 4, 4), (4, 128, 4, 3, 3)]
     # a config may leave out its level and ROW_SUM (0 both)
     monkeypatch.setitem(bw._state, "configs", [(8, 128, 4, 3, 3), (8, 128, 4, 3, 3, 1, 1)])
     assert bw._template_configs(3072, torch.bfloat16, 10) == [(8, 128, 4, 3, 3, 0, 0), (8, 128, 4, 3, 3, 1, 1)]
-    monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", "8")
-    with pytest.raises(ValueError, match="FLASHKAT_ROW_SUM_LEVELS"):
-        bw._row_sum_levels_from_env()
+    for bad in ("8", "of", "128x8,"):
+        monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", bad)
+        with pytest.raises(ValueError, match="FLASHKAT_ROW_SUM_LEVELS"):
+            bw._row_sum_levels_from_env()
 
 
 def test_registration_is_lazy_and_idempotent():
@@ -755,10 +763,11 @@ def test_cuda_every_template_config(monkeypatch):
     bf16 and float32, dx over dy, against float64."""
     from flashkat_inductor.lowerings import backward as bw
 
-    configs = bw._template_configs(3072, torch.float32, 10)  # the default level
+    configs = bw._template_configs(3072, torch.float32, 10)  # the default levels, ROW_SUM's too
     monkeypatch.setattr(bw, "_ROW_PROGRAM_LEVELS", ((128, 4), (256, 3)))
-    configs += [(4, 256, 4, 3, 3, 1), (4, 128, 4, 4, 4, 1), (4, 256, 4, 1, -1, 0), (2, 256, 4, 1, -2, 1)]
-    assert {c[4] > 0 for c in configs} == {True, False} and {c[5] for c in configs} == {0, 1}
+    configs += [(4, 256, 4, 3, 3, 1, 0), (4, 128, 4, 4, 4, 1, 0), (4, 256, 4, 1, -1, 0, 0), (2, 256, 4, 1, -2, 1, 0)]
+    assert {c[4] > 0 for c in configs} == {True, False} and {c[5] for c in configs} >= {0, 1}
+    assert {c[6] for c in configs} == {0, 1}
     cases = []
     for shape, (gn, gd), dt in [((7, 33, 200), (8, 8), torch.float32), ((7, 33, 200), (1, 8), torch.bfloat16),
                                 ((3, 5, 3072), (1, 8), torch.bfloat16)]:

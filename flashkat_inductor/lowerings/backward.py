@@ -453,19 +453,32 @@ def _levels_from_env() -> tuple:
 _ROW_PROGRAM_LEVELS = _levels_from_env()
 
 # ROW_SUM (the template's accumulators summed over each row block's rows: (1, BLOCK_C) instead of
-# (BLOCK_R, BLOCK_C), half the registers or less, so twice the programs per SM; backward.py.jinja)
-# with the row-program counts that such occupancy asks for: FLASHKAT_ROW_SUM_LEVELS=128x8,128x5
-# offers the pipelined 4-warp configs with ROW_SUM beside the others, at these levels (appended to
-# _ROW_PROGRAM_LEVELS).  The sm_90 builds at 3072 bf16 (64 registers at 8 x 128, 72 at 4 x 256,
-# 96 at 16 x 128) are prepared, not yet timed on the H200: off by default until they are
-# (bench/run_h200_rowsum.sh).
+# (BLOCK_R, BLOCK_C), half the registers or less, so twice the programs per SM; backward.py.jinja):
+# the pipelined 4-warp configs of _ROW_SUM_BASE are offered with it beside the others, at the
+# row-program levels of _ROW_SUM_LEVELS (appended to _ROW_PROGRAM_LEVELS in _all_levels()).  The
+# sm_90 builds at 3072 bf16 take 64 registers at 8 x 128 against 128 without, 96 at 16 x 128
+# against 226.  Every choice timed on the H200 (bench/probe_template_choices.py, device call 36 of
+# 2026-11-29, bench/run_h200_rowsum.sh), bf16, best with ROW_SUM against best without:
+#   3072: 148.6 us (16 x 128, 4 deep, 128 x 8 programs) against 173.2 us (8 x 128, 3 deep)
+#   1536:  80.9 us (16 x 128, 4 deep, 128 x 4)          against  98.9 us (4 x 256, 3 deep)
+#    768:  43.7 us (16 x 128, 4 deep, 128 x 4)          against  52.7 us (4 x 256, 3 deep)
+# the 13 best choices at every width had it; 16 x 128 led everywhere, 8 x 128 next; 4 x 256 and
+# 4 x 128 with it trailed, and 128 x 5 programs never led.  float32 at 3072: 227.1 us with it
+# against 223.5 us without (the autotuner keeps the latter).  Graphed step (rational forward +
+# backward, GPU): bf16 3072 0.248 ms against 0.268 ms in call 34.  So it is offered by default, at
+# 128 x 8 and 128 x 4 programs; FLASHKAT_ROW_SUM_LEVELS=CxP[,CxP] names other levels, `off` none.
+_ROW_SUM_DEFAULT = ((128, 8), (128, 4))
+
+
 def _row_sum_levels_from_env() -> tuple:
     raw = os.environ.get("FLASHKAT_ROW_SUM_LEVELS", "").strip()
-    return _parse_levels(raw, "FLASHKAT_ROW_SUM_LEVELS") if raw else ()
+    if raw.lower() == "off":
+        return ()
+    return _parse_levels(raw, "FLASHKAT_ROW_SUM_LEVELS") if raw else _ROW_SUM_DEFAULT
 
 
 _ROW_SUM_LEVELS = _row_sum_levels_from_env()
-_ROW_SUM_BASE = [(8, 128, 4, 3, 3), (4, 256, 4, 3, 3), (16, 128, 4, 3, 3), (4, 128, 4, 4, 4)]
+_ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 128, 4, 3, 3)]
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 _SLAB_MAX_CHANNELS = 2048  # the template sums slabs of channels below this width only (_slab)
