@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     stamp = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (Triton interpreter)",
              "torch": torch.__version__, "triton": triton.__version__,
              "date": datetime.date.today().isoformat(), "levels": [list(lv) for lv in bw._ROW_PROGRAM_LEVELS],
-             "row_sum_levels": [list(lv) for lv in bw._ROW_SUM_LEVELS]}
+             "row_sum_levels": [list(lv) for lv in bw._ROW_SUM_LEVELS], "slab_max_channels": bw._SLAB_MAX_CHANNELS}
     rows: list = []
 
     def save():

@@ -338,6 +338,27 @@ def test_template_slabs():
     assert bw._slab(sympy.Integer(192), configs, bw._SLAB_MAX_CHANNELS - 512) == 64
 
 
+def test_slab_limit_from_the_environment(monkeypatch):
+    """FLASHKAT_SLAB_MAX_CHANNELS: the width from which the template stops summing slabs (2048
+    without it); 4096 lets KAT's 3072 channels have them; a clear error for anything else."""
+    import sympy
+
+    from flashkat_inductor.lowerings import backward as bw
+
+    monkeypatch.delenv("FLASHKAT_SLAB_MAX_CHANNELS", raising=False)
+    assert bw._slab_max_from_env() == 2048
+    monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", " 4096 ")
+    monkeypatch.setattr(bw, "_SLAB_MAX_CHANNELS", bw._slab_max_from_env())
+    configs = bw._template_configs(3072, torch.bfloat16, 10)
+    assert bw._SLAB_MAX_CHANNELS == 4096 and bw._slab(sympy.Integer(384), configs, 3072) == 64
+    assert bw._slab(sympy.Integer(3072), configs, 3072) == 64  # the shared numerator row
+    assert bw.lowering_switches()[4] == 4096  # in the passes' cache key
+    for bad in ("0", "-1", "2k", "inf"):
+        monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", bad)
+        with pytest.raises(ValueError, match="FLASHKAT_SLAB_MAX_CHANNELS"):
+            bw._slab_max_from_env()
+
+
 def test_row_program_levels_from_the_environment(monkeypatch):
     """FLASHKAT_ROW_PROGRAM_LEVELS: (nominal BLOCK_C, programs per SM) levels, each config offered
     at each; one level, (128, 4), without it; a clear error for anything else."""
@@ -595,6 +616,18 @@ for gn in (8, 1):
     result["nprog"] = result.get("nprog", []) + [re.findall(r"NPROG(?:_RUN)? : tl.constexpr = \d+", "\n".join(c3))[:2]]
     result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 bw._row_programs = row_programs
+# (3b) slabs at KAT's 3072 channels (FLASHKAT_SLAB_MAX_CHANNELS=4096) with a ROW_SUM loop: 64-channel
+#      slabs for the shared numerator row and each group of 384, bf16
+bw._SLAB_MAX_CHANNELS, bw._state["configs"] = 4096, [(8, 128, 4, 3, 3, 0, 1), (4, 64, 4, 1, 0, 0, 0)]
+x3, dy3 = torch.randn(2, 3, 3072).to(torch.bfloat16), torch.randn(2, 3, 3072).to(torch.bfloat16)
+a3, b3 = coefficients(6, 4, 1, 8, form="safe")
+torch._dynamo.reset()
+o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                       backend="inductor", fullgraph=True), dy3, x3, a3, b3)
+result["slab_3072"] = [re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")]
+result["slab_3072_kernels"] = sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3))))
+result["slab_3072_errs"] = [rel_err(u, v) for u, v in zip(o, reference_backward(dy3, x3, a3, b3, "safe", "kat"))]
+bw._SLAB_MAX_CHANNELS = 2048
 
 # (4) dx written over dy where nothing reads dy afterwards (no dx-sized buffer of its own): dy
 #     computed in the graph, this backward its only reader; declined where dy has another reader,
@@ -698,6 +731,11 @@ def test_triton_template_on_cpu_interpreter():
         assert sum(k.startswith("triton_tem_") for k in fin) == 1, fin
         assert sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == len(fin) - 1 == 2, fin
     assert max(res["finish_errs"]) <= F32_BOUND, res["finish_errs"]
+    assert res["slab_3072"] == [["64"], ["64"]], res["slab_3072"]
+    assert sum(k.startswith("triton_tem_") for k in res["slab_3072_kernels"]) == 1, res["slab_3072_kernels"]
+    assert len(res["slab_3072_kernels"]) == 3, res["slab_3072_kernels"]  # one layer per coefficient tensor
+    # bf16 dx rounded once; the coefficient gradients summed in float32 from bf16 inputs
+    assert res["slab_3072_errs"][0] <= 1e-2 and max(res["slab_3072_errs"][1:]) <= 1e-5, res["slab_3072_errs"]
     # dx over dy: only where nothing else reads dy (one (7, 33, 200) buffer: dy's, then dx's)
     into = res["into_grad"]
     assert res["prefetched"]  # these ran the loop that prefetches x and dy into registers

@@ -481,7 +481,24 @@ _ROW_SUM_LEVELS = _row_sum_levels_from_env()
 _ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 128, 4, 3, 3)]
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
-_SLAB_MAX_CHANNELS = 2048  # the template sums slabs of channels below this width only (_slab)
+
+
+def _slab_max_from_env() -> int:
+    """FLASHKAT_SLAB_MAX_CHANNELS: the template sums slabs of channels below this width only
+    (_slab); 2048 without it."""
+    raw = os.environ.get("FLASHKAT_SLAB_MAX_CHANNELS", "").strip()
+    if not raw:
+        return 2048
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"FLASHKAT_SLAB_MAX_CHANNELS={raw!r}: expected a positive channel count, e.g. 2048")
+    return value
+
+
+_SLAB_MAX_CHANNELS = _slab_max_from_env()
 
 
 def _next_pow2(v: int) -> int:
@@ -764,7 +781,17 @@ def _slab(span, configs, c_hint: int) -> int:
     fastest bf16 config at 3072 channels 11% (H200: 8 x 128 tiles 0.166 -> 4 x 256 0.184 ms,
     logs_h200_2026-11-29/call7_ and call9_rational_capture.log), while at 192-1536 every pick got
     faster (2-8%) and the finishing sums, a share of a step there, went from four kernels to two.
-    At 3072 the finishing sums are 3% of a step."""
+    At 3072 the finishing sums are 3% of a step.
+
+    Since the ROW_SUM loops lead at 3072 (device calls 38-39), the finishing sums there are 11.1 us
+    of the 244 us bf16 step (10.0 of 387 in float32: four kernels over 44 row programs' entries),
+    against 2.6-3.0 us at 192-1536 channels, where slabs are summed.  In the sm_90 builds at 3072
+    slabs leave the ROW_SUM loops as they are (bf16 16 x 128: 95 registers and 770 instructions
+    in the loop, against 95 and 769 without; the sums follow the loop once per program), while the
+    plain 8 x 128 bf16 loop goes from 128 to 152 registers (the 11% above) and float32 4 x 128
+    from 80 to 96 (still 5 programs per SM, of the 4 its level launches).
+    FLASHKAT_SLAB_MAX_CHANNELS=4096 sums slabs at 3072 too; not yet timed on the H200
+    (bench/run_h200_slabs.sh), so the limit stays 2048."""
     if not isinstance(span, (int, sympy.Integer)) or c_hint >= _SLAB_MAX_CHANNELS:
         return 1
     d = int(span)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Slabs of channels summed in the template at 3072 channels too (FLASHKAT_SLAB_MAX_CHANNELS=4096),
+# prepared on the CPU and not yet timed.  Since the ROW_SUM loops lead at 3072 (device calls 38-39)
+# the finishing sums there are four kernels, 11.1 us of the 244 us bf16 step, against 2.6-3.0 us
+# at 192-1536 channels where the template sums slabs; the sm_90 build of the ROW_SUM loops does not
+# change with slabs (backward._slab).  One H200, at most about 470 s:
+#
+#     run(command="bash bench/run_h200_slabs.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
+#         kind="nvidia-h200", timeout_s=600)
+#
+# 1. the CUDA tests that force every template config alone (3 x 5 x 3072 among their shapes) and
+#    autotune with epilogues, with slabs at 3072;
+# 2. the graphed rational at 3072 in bf16 / fp16 / float32: Inductor's PAU and flashkat with the
+#    limit as it is (2048), then flashkat with 4096, same machine;
+# 3. every template choice at 3072 bf16 with slabs, beside four more ROW_SUM loops of 32 rows or
+#    2 warps (sm_90 builds: 32 x 128 x 4 warps 94 registers and 46.2-46.7 instructions per element
+#    in the loop, against 48.1 for 16 x 128).
+# If 4096 wins: backward._SLAB_MAX_CHANNELS defaults to it, and the suite's 3072 rows are re-run.
+OUT_NAME=h200_slabs
+source "$(dirname "$0")/device_prelude.sh"
+step pytest_cuda_slabs "${S1:-240}" env FLASHKAT_SLAB_MAX_CHANNELS=4096 python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/test_lowerings.py -k "cuda_every_template_config or cuda_template_numerics"
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda_slabs.log" | tail -6
+ARGS="--graph-capture --shapes 128x197x3072 --dtypes bfloat16,float16,float32"
+step slab_2048 "${S2:-110}" python3 bench/bench_rational.py $ARGS --methods inductor_safe_pau,flashkat_compiled_op \
+    --out "$OUT/slab_2048.json"
+step slab_4096 "${S3:-70}" env FLASHKAT_SLAB_MAX_CHANNELS=4096 python3 bench/bench_rational.py $ARGS \
+    --methods flashkat_compiled_op --out "$OUT/slab_4096.json"
+for v in 2048 4096; do echo "-- $v"; grep -E "^(bfloat16|float16|float32) |one CUDA graph|FAILED" "$OUT/slab_$v.log" | cut -c1-150; done
+step choices_slabs "${S4:-90}" env FLASHKAT_SLAB_MAX_CHANNELS=4096 python3 bench/probe_template_choices.py \
+    --dtypes bfloat16 --shapes 128x197x3072 \
+    --add 32x128x4x3x3x1,32x128x4x2x2x1,32x64x2x3x3x1,16x64x2x4x4x1 --out "$OUT/choices_slabs.json"
+grep -A10 "^bfloat16" "$OUT/choices_slabs.log" | cut -c1-130
