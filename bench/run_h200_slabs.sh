@@ -14,7 +14,10 @@
 #    limit as it is (2048), then flashkat with 4096, same machine;
 # 3. every template choice at 3072 bf16 with slabs, beside four more ROW_SUM loops of 32 rows or
 #    2 warps (sm_90 builds: 32 x 128 x 4 warps 94 registers and 46.2-46.7 instructions per element
-#    in the loop, against 48.1 for 16 x 128);
+#    in the loop, against 48.1 for 16 x 128), and the ROW_SUM loops also at 27 row programs per
+#    channel tile (level 123 x 5: 648 programs, one wave of the five 95-register 16 x 128 programs
+#    an SM holds, where 128 x 8 launches 1056, 1.6 waves, and 128 x 5's 28 per tile overflowed the
+#    wave by 12 programs: 178-180 us in call 36);
 # 4. every choice at 192 channels in bf16 / fp16 beside two 64-wide ROW_SUM loops of 2 warps: the
 #    default configs' pipelined loops are all 128 or 256 wide, so 192 channels leave a quarter of
 #    their lanes idle (the fp16 step there is 1.96x Inductor's in call 39, bf16 2.49x).
@@ -31,7 +34,7 @@ step slab_4096 "${S3:-60}" env FLASHKAT_SLAB_MAX_CHANNELS=4096 python3 bench/ben
     --methods flashkat_compiled_op --out "$OUT/slab_4096.json"
 for v in 2048 4096; do echo "-- $v"; grep -E "^(bfloat16|float16|float32) |one CUDA graph|FAILED" "$OUT/slab_$v.log" | cut -c1-150; done
 step choices_slabs "${S4:-80}" env FLASHKAT_SLAB_MAX_CHANNELS=4096 python3 bench/probe_template_choices.py \
-    --dtypes bfloat16 --shapes 128x197x3072 \
+    --dtypes bfloat16 --shapes 128x197x3072 --row-sum-levels 128x8,128x4,123x5 \
     --add 32x128x4x3x3x1,32x128x4x2x2x1,32x64x2x3x3x1,16x64x2x4x4x1 --out "$OUT/choices_slabs.json"
 grep -A10 "^bfloat16" "$OUT/choices_slabs.log" | cut -c1-130
 step choices_192 "${S5:-60}" python3 bench/probe_template_choices.py --dtypes bfloat16,float16 \
