@@ -462,8 +462,8 @@ _ROW_PROGRAM_LEVELS = _levels_from_env()
 #   3072: 148.6 us (16 x 128, 4 deep, 128 x 8 programs) against 173.2 us (8 x 128, 3 deep)
 #   1536:  80.9 us (16 x 128, 4 deep, 128 x 4)          against  98.9 us (4 x 256, 3 deep)
 #    768:  43.7 us (16 x 128, 4 deep, 128 x 4)          against  52.7 us (4 x 256, 3 deep)
-# the 13 best choices at every width had it; 16 x 128 led everywhere, 8 x 128 next; 4 x 256 and
-# 4 x 128 with it trailed, and 128 x 5 programs never led.  float32 at 3072: 227.1 us with it
+# the 7 best choices at 3072 and the 13 best at 1536 and 768 had it; 16 x 128 led everywhere,
+# 8 x 128 next; 4 x 256 and 4 x 128 with it trailed, and 128 x 5 programs never led.  float32 at 3072: 227.1 us with it
 # against 223.5 us without (the autotuner keeps the latter).  Graphed step (rational forward +
 # backward, GPU): bf16 3072 0.248 ms against 0.268 ms in call 34.  So it is offered by default, at
 # 128 x 8 and 128 x 4 programs; FLASHKAT_ROW_SUM_LEVELS=CxP[,CxP] names other levels, `off` none.
