@@ -467,6 +467,10 @@ _ROW_PROGRAM_LEVELS = _levels_from_env()
 # against 223.5 us without (the autotuner keeps the latter).  Graphed step (rational forward +
 # backward, GPU): bf16 3072 0.248 ms against 0.268 ms in call 34.  So it is offered by default, at
 # 128 x 8 and 128 x 4 programs; FLASHKAT_ROW_SUM_LEVELS=CxP[,CxP] names other levels, `off` none.
+# Known cost: the workspaces hold the largest level's entries for every choice, and at 3072 the
+# finishing sums over 44 programs' per-channel entries took 10.0-11.1 us (calls 38-39) against
+# 6.2-6.8 us over 22 (calls 29-34), as much as 128 x 8 saved the template there (148.6 against
+# 151.9 us); bench/run_h200_slabs.sh times 128 x 4 alone and slabs at 3072 (_slab).
 _ROW_SUM_DEFAULT = ((128, 8), (128, 4))
 
 
