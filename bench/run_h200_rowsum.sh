@@ -11,7 +11,8 @@
 #     run(command="bash bench/run_h200_rowsum.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)
 #
-# If they win, ROW_SUM becomes a default (backward._ROW_SUM_LEVELS), else the configs go.
+# If they win, ROW_SUM becomes a default (backward._ROW_SUM_LEVELS), else the configs go.  They won
+# (device call 36 of 2026-11-29): offered by default since 2a3ae04 (bench/run_h200_rowsum_default.sh).
 OUT_NAME=h200_rowsum
 source "$(dirname "$0")/device_prelude.sh"
 # beside _ROW_SUM_BASE: deeper pipelines where the registers freed allow them, and 8 x 256 with 8
