@@ -60,45 +60,34 @@ def f(*flat):
     return outs
 
 _, codes = run_and_get_code(torch.compile(f, backend="inductor", fullgraph=True), *args)
-bw._state["configs"] = [(8, 128, 4, 1, 0)]
-_, codes2 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                           backend="inductor", fullgraph=True), *args[:4])
+def bwd_code(config, dy, x, a, b):  # the generated code of one backward op alone, one template config
+    bw._state["configs"] = [config]
+    return run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
+                                          backend="inductor", fullgraph=True), dy, x, a, b)[1]
+
+codes2 = bwd_code((8, 128, 4, 1, 0), *args[:4])
 assert "tl.range(0, n_iter" in codes[0] and "while row0 < R" in codes2[0]
 # KAT-T's wide rational in bf16 with the pipelined 4 x 256 tiles, inputs taken as 16-byte aligned
 # as Inductor takes CUDA inputs (it never does for CPU tensors): the code an H200 compiles
 import torch._inductor.graph as inductor_graph
 inductor_graph.should_assume_input_aligned = lambda example: True
-bw._state["configs"] = [(4, 256, 4, 3, 3)]
 a, b = coefficients(6, 4, 8, 8, form="safe")
 xb, dyb = torch.randn(2, 197, 768).to(torch.bfloat16), torch.randn(2, 197, 768).to(torch.bfloat16)
-_, codes3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                           backend="inductor", fullgraph=True), dyb, xb, a, b)
+codes3 = bwd_code((4, 256, 4, 3, 3), dyb, xb, a, b)
 # the same with KAT's shared numerator row, x and dy prefetched into registers (PIPE_STAGES = -1)
-bw._state["configs"] = [(4, 256, 4, 1, -1)]
 a1, _ = coefficients(6, 4, 1, 8, form="safe")
-_, codes4 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                           backend="inductor", fullgraph=True), dyb, xb, a1, b)
+codes4 = bwd_code((4, 256, 4, 1, -1), dyb, xb, a1, b)
 assert "x_n0 = tl.load(" in codes4[0]
 # ROW_SUM: 8 x 128 tiles pipelined 3 deep, each row block's terms summed over its rows
-bw._state["configs"] = [(8, 128, 4, 3, 3, 0, 1)]
-_, codes6 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                           backend="inductor", fullgraph=True), dyb, xb, a1, b)
+codes6 = bwd_code((8, 128, 4, 3, 3, 0, 1), dyb, xb, a1, b)
 assert "keep_dims=True" in codes6[0]
 # ROW_SUM with 16 x 128 tiles pipelined 4 deep: the autotuner's pick at 768-3072 bf16 on the H200
-bw._state["configs"] = [(16, 128, 4, 4, 4, 0, 1)]
-_, codes7 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                           backend="inductor", fullgraph=True), dyb, xb, a1, b)
+codes7 = bwd_code((16, 128, 4, 4, 4, 0, 1), dyb, xb, a1, b)
 assert "keep_dims=True" in codes7[0] and "BLOCK_R : tl.constexpr = 16" in codes7[0]
 # the generated code runs here on the interpreter, which cannot run inline PTX: compile the CUDA
 # variant, where the lowering sets FAST_RCP (1/q as rcp.approx.ftz.f32) for float32 compute
 cuda = lambda cs: [c.replace("FAST_RCP : tl.constexpr = False", "FAST_RCP : tl.constexpr = True") for c in cs]
 assert "FAST_RCP : tl.constexpr = False" in codes3[0]
-codes, codes2, codes3, codes4, codes6 = cuda(codes), cuda(codes2), cuda(codes3), cuda(codes4), cuda(codes6)
-codes7 = cuda(codes7)
-with open({path!r} + ".rowsum.py", "w") as fh:
-    fh.write("\n".join(codes6))
-with open({path!r} + ".rowsum16.py", "w") as fh:
-    fh.write("\n".join(codes7))
 # the forward's CUDA division (forward.FAST_DIVISION: inline PTX, which the interpreter cannot run),
 # generated without running: the rational alone and fused with a consumer, bf16 and float32
 from flashkat_inductor.lowerings import forward as fw
@@ -113,16 +102,10 @@ for x5, form in ((xb, "safe"), (xb.float(), "abs_sum"), (xb, "signed")):
         codes5 += got
         asm_count.append(sum(c.count("rcp.approx.ftz.f32") for c in got))
 assert min(asm_count[:4]) > 0 and asm_count[4:] == [0, 0], asm_count  # signed: q may be < 1
-with open({path!r} + ".fastdiv.py", "w") as fh:
-    fh.write("\n".join(codes5))
-with open({path!r}, "w") as fh:
-    fh.write("\n".join(codes))
-with open({path!r} + ".while.py", "w") as fh:
-    fh.write("\n".join(codes2))
-with open({path!r} + ".bf16.py", "w") as fh:
-    fh.write("\n".join(codes3))
-with open({path!r} + ".prefetch.py", "w") as fh:
-    fh.write("\n".join(codes4))
+for suffix, cs in (("", codes), (".while.py", codes2), (".bf16.py", codes3), (".prefetch.py", codes4),
+                   (".rowsum.py", codes6), (".rowsum16.py", codes7), (".fastdiv.py", codes5)):
+    with open({path!r} + suffix, "w") as fh:
+        fh.write("\n".join(cuda(cs)))
 print("RESULT" + json.dumps({{"kernels": sum(c.count("async_compile.triton(") for c in codes),
                              "kernels_while": sum(c.count("async_compile.triton(") for c in codes2)}}))
 """
@@ -140,6 +123,14 @@ def test_project_kernels_compile_for_sm90():
     assert all(v == "ok" for v in res.values()), {k: v for k, v in res.items() if v != "ok"}
 
 
+def _template_registers(code_path: str) -> int:
+    """Registers per thread of the one backward template kernel in a generated file (sm_90)."""
+    regs = _compile("inductor-regs", code_path)
+    tem = [v for k, v in regs.items() if k.startswith("triton_tem_")]
+    assert len(tem) == 1 and tem[0] > 0, regs
+    return tem[0]
+
+
 def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     path = str(tmp_path / "generated.py")
     gen = run_result_script(_GENERATE.format(tests=HERE, path=path), TRITON_INTERPRET="1")
@@ -154,25 +145,21 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     # bf16, 4 x 256 tiles, pipelined: at most 170 registers per thread, so that three 128-thread
     # programs fit on an SM (65536 registers); coefficient rows loaded as (1, BLOCK_C) tiles keep
     # it at 158, a 1-D load broadcast with [None, :] took 235 (two programs per SM)
-    regs = _compile("inductor-regs", path + ".bf16.py")
-    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
-    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
+    regs = _template_registers(path + ".bf16.py")
+    assert regs <= 170, regs
     # bf16, 4 x 256 tiles with x and dy prefetched into registers, KAT's shared numerator row (the
     # loop without shared memory: 43 instructions per element against 50): three programs per SM
-    regs = _compile("inductor-regs", path + ".prefetch.py")
-    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
-    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 170, regs
+    regs = _template_registers(path + ".prefetch.py")
+    assert regs <= 170, regs
     # ROW_SUM, bf16 8 x 128 pipelined: (1, BLOCK_C) accumulators summed in-thread over each row block
     # (64 registers at 3072 channels, 128 without ROW_SUM): eight programs per SM
-    regs = _compile("inductor-regs", path + ".rowsum.py")
-    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
-    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 80, regs
+    regs = _template_registers(path + ".rowsum.py")
+    assert regs <= 80, regs
     # ROW_SUM, bf16 16 x 128 pipelined 4 deep (the H200's pick at 768-3072 channels): 106 registers
     # for this test's 2 x 197 rows (95 in a build with the H200's 128 x 197 rows and row programs,
     # five programs per SM; 226 there without ROW_SUM): at most 112
-    regs = _compile("inductor-regs", path + ".rowsum16.py")
-    tem = {k: v for k, v in regs.items() if k.startswith("triton_tem_")}
-    assert len(tem) == 1 and 0 < min(tem.values()) and max(tem.values()) <= 112, regs
+    regs = _template_registers(path + ".rowsum16.py")
+    assert regs <= 112, regs
     # the forward with its CUDA division (y = p * rcp.approx(q), inline PTX), alone and fused
     res = _compile("inductor", path + ".fastdiv.py")
     assert any(k.startswith("triton_poi_") for k in res), sorted(res)
