@@ -339,24 +339,42 @@ def test_template_slabs():
 
 
 def test_slab_limit_from_the_environment(monkeypatch):
-    """FLASHKAT_SLAB_MAX_CHANNELS: the width from which the template stops summing slabs (2048
-    without it); 4096 lets KAT's 3072 channels have them; a clear error for anything else."""
+    """FLASHKAT_SLAB_MAX_CHANNELS: the width from which the template stops summing slabs (4096
+    without it: KAT's 3072 channels have them); 2048 stops them at 3072; a clear error for anything
+    else."""
     import sympy
 
     from flashkat_inductor.lowerings import backward as bw
 
     monkeypatch.delenv("FLASHKAT_SLAB_MAX_CHANNELS", raising=False)
-    assert bw._slab_max_from_env() == 2048
-    monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", " 4096 ")
-    monkeypatch.setattr(bw, "_SLAB_MAX_CHANNELS", bw._slab_max_from_env())
+    assert bw._slab_max_from_env() == 4096
     configs = bw._template_configs(3072, torch.bfloat16, 10)
-    assert bw._SLAB_MAX_CHANNELS == 4096 and bw._slab(sympy.Integer(384), configs, 3072) == 64
+    assert bw._slab(sympy.Integer(384), configs, 3072) == 64
     assert bw._slab(sympy.Integer(3072), configs, 3072) == 64  # the shared numerator row
-    assert bw.lowering_switches()[4] == 4096  # in the passes' cache key
+    monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", " 2048 ")
+    monkeypatch.setattr(bw, "_SLAB_MAX_CHANNELS", bw._slab_max_from_env())
+    assert bw._SLAB_MAX_CHANNELS == 2048 and bw._slab(sympy.Integer(384), configs, 3072) == 1
+    assert bw.lowering_switches()[4] == 2048  # in the passes' cache key
     for bad in ("0", "-1", "2k", "inf"):
         monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", bad)
         with pytest.raises(ValueError, match="FLASHKAT_SLAB_MAX_CHANNELS"):
             bw._slab_max_from_env()
+
+
+def test_forward_elements_per_thread_from_the_environment(monkeypatch):
+    """FLASHKAT_FORWARD_ELEMENTS_PER_THREAD: 16 without it, 0 gives Inductor's configs back, a clear
+    error for anything Inductor's 1-D blocks cannot take (the kernels: the interpreter script)."""
+    from flashkat_inductor.lowerings import forward as fw
+
+    monkeypatch.delenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", raising=False)
+    assert fw._elements_per_thread_from_env() == 16
+    monkeypatch.setenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", " 0 ")
+    monkeypatch.setattr(fw, "ELEMENTS_PER_THREAD", fw._elements_per_thread_from_env())
+    assert fw.ELEMENTS_PER_THREAD == 0 and fw.lowering_switches()[6] == 0  # in the passes' cache key
+    for bad in ("32", "3", "-1", "many"):
+        monkeypatch.setenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", bad)
+        with pytest.raises(ValueError, match="FLASHKAT_FORWARD_ELEMENTS_PER_THREAD"):
+            fw._elements_per_thread_from_env()
 
 
 def test_row_program_levels_from_the_environment(monkeypatch):
@@ -400,13 +418,15 @@ def test_row_sum_levels_from_the_environment(monkeypatch):
     row_sum = [c for c in configs if c[6]]
     assert len(plain) == 11 and {c[5] for c in plain} == {0}
     assert len(row_sum) == 2 * len(bw._ROW_SUM_BASE) and {c[5] for c in row_sum} == {1, 2}
-    assert all(c[4] > 0 and c[2] == 4 for c in row_sum)  # pipelined 4-warp loops only
+    # pipelined loops only: 4 warps over 128 channels, 2 over 64
+    assert all(c[4] > 0 and c[2] == c[1] // 32 for c in row_sum) and {c[1] for c in row_sum} == {64, 128}
     cpu = torch.device("cpu")  # 2 stand-in SMs: 3072 channels are 24 tiles of 128
     assert [bw._row_programs(cpu, 128 * 197, 3072, lv) for lv in bw._all_levels()] == [1, 1, 1]
     assert [bw._row_programs(cpu, 128 * 197, 128, lv) for lv in bw._all_levels()] == [8, 16, 10]
     # float64 and long coefficient sets halve the rows: 16 x 128 becomes 8 x 128, offered once
     row_sum64 = [c[:5] for c in bw._template_configs(3072, torch.float64, 10) if c[6] and c[5] == 1]
-    assert row_sum64 == [(8, 128, 4, 4, 4), (8, 128, 4, 3, 3), (4, 128, 4, 4, 4), (4, 128, 4, 3, 3)]
+    assert row_sum64 == [(8, 128, 4, 4, 4), (8, 128, 4, 3, 3), (4, 128, 4, 4, 4), (4, 128, 4, 3, 3),
+                         (8, 64, 2, 4, 4), (16, 64, 2, 3, 3)]
     # a config may leave out its level and ROW_SUM (0 both)
     monkeypatch.setitem(bw._state, "configs", [(8, 128, 4, 3, 3), (8, 128, 4, 3, 3, 1, 1)])
     assert bw._template_configs(3072, torch.bfloat16, 10) == [(8, 128, 4, 3, 3, 0, 0), (8, 128, 4, 3, 3, 1, 1)]
@@ -534,22 +554,29 @@ for batch in (4, 6):
         result["while_loop"] = "while row0 < R" in bwd_code
         result["dynamic_rows"] = "R = {{size(" not in bwd_code and bool(re.search(r"R = ks\d|R = \d+\*ks\d|R = 7\*ks", bwd_code))
 result["train_errs"] = train
+# forward.ELEMENTS_PER_THREAD (16 by default) from 1000 elements here (1 << 22 on a GPU)
+from flashkat_inductor.lowerings import forward as fw
+fw._ELEMENTS_MIN_NUMEL = 1000
+def elements(codes):
+    return sorted(set(re.findall(r"min_elem_per_thread=(\d+)", "\n".join(codes))))
 # near miss for the tiling hook: a pointwise kernel without the rational keeps Inductor's 1-D tiling
 _, cp = run_and_get_code(torch.compile(lambda x: torch.sin(x * 2.0) + 1.0, backend="inductor", fullgraph=True),
                          torch.randn(4, 7, 64))
 result["plain_1d"] = "def triton_poi" in "\n".join(cp) and "YBLOCK" not in "\n".join(cp)
+result["elements"] = {{"plain": elements(cp)}}
 # and rows whose width is a multiple of forward._FLAT_BLOCK_MAX stay 1-D (loads once per thread there)
 aw, bw_ = coefficients(6, 4, 1, 8, kind="gelu")
 _, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat") + 1.0,
                                        backend="inductor", fullgraph=True), torch.randn(2, 3, 2048), aw, bw_)
 result["wide_1d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" not in "\n".join(cw)
+result["elements"]["wide_1d"] = elements(cw)
 _, cw = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat") + 1.0,
                                        backend="inductor", fullgraph=True), torch.randn(2, 3, 1536), aw, bw_)
 result["wide_2d"] = "rational_fwd" in "\n".join(cw) and "YBLOCK" in "\n".join(cw)
 result["wide_grouped"] = "((xindex // 192) % 8)" in "\n".join(cw) and "YBLOCK" not in "\n".join(cw)
+result["elements"]["wide_1536"] = elements(cw)
 # forward.GROUPED_RANGES: a rational realized on its own (here: no consumer to fuse with) iterates
 # (*lead, G, D), the group index a range of its own, and the tiling hook leaves it 1-D
-from flashkat_inductor.lowerings import forward as fw
 assert fw.GROUPED_RANGES and fw.EXPANDED_COEFFICIENTS  # the defaults
 xg = torch.randn(2, 3, 64)
 yg, cg = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x * 2.0, a, b, form="safe", zero_sign="kat"),
@@ -557,6 +584,7 @@ yg, cg = run_and_get_code(torch.compile(lambda x, a, b: fk.rational(x * 2.0, a, 
 cg = "\n".join(cg)
 result["grouped"] = [rel_err(yg, reference_forward(2 * xg, aw, bw_, "safe")),
                      len(re.findall(r"def (triton_poi\w+)\(", cg)), "((xindex // 8) % 8)" in cg and "YBLOCK" not in cg]
+result["elements"]["grouped_384"] = elements([cg])
 # forward.EXPANDED_COEFFICIENTS: bf16 x at 7 x 33 x 200, every grouping and form, a zero row, fused
 # into a consumer (* 3): [error, error of the exact rational rounded to bf16, then * 3 in bf16, the (k, 200) expansion kernel,
 # kernels, no c // D left in the main kernel's loads, the (i // D) % G index, rows expanded]; and a bf16 rational realized
@@ -714,6 +742,12 @@ def test_triton_template_on_cpu_interpreter():
     # realizes the (*lead, G, D) rational instead, and the consumer fuses with its 1-D grouped kernel.)
     assert (res["fwd_2d"] or res["fwd_grouped"]) and (res["wide_2d"] or res["wide_grouped"]), res
     assert res["plain_1d"] and res["wide_1d"], res
+    # 16 elements per thread asked for by the 1-D rational kernels of 1000 elements or more only
+    # (2 x 3 x 2048, and 2 x 3 x 1536 where torch 2.11 iterates it by groups), not by a kernel
+    # without the rational, 2-D tiles (1536 on 2.13+), nor 2 x 3 x 64
+    elements = res["elements"]
+    assert elements["plain"] == ["0"] and elements["wide_1d"] == ["16"] and elements["grouped_384"] == ["0"], elements
+    assert elements["wide_1536"] == (["16"] if res["wide_grouped"] else ["0"]), elements
     err, n_kernels, grouped_index = res["grouped"]
     assert err <= F32_BOUND and n_kernels == 1 and grouped_index, res["grouped"]
     assert res["bwd_template"], res

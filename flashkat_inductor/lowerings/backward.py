@@ -382,15 +382,14 @@ def _finish_coefficients(spec: LoweringSpec, sums: list, numerator, denominator)
 #   m + n coefficient terms into (BLOCK_R, BLOCK_C) register accumulators;
 #   at the end each program sums them over rows and stores them into its
 #   coefficient tensor's workspace (``_workspace``):
-#   - below 2048 channels, summed over slabs of adjacent channels too
+#   - below _SLAB_MAX_CHANNELS (4096), summed over slabs of adjacent channels too
 #     (``_slab``: a power of two dividing the group width, or C for a shared
 #     row, and every config's BLOCK_C), at [(g k + i), e NPROG + p], g the
 #     output row, e its slab, the programs fastest: each output's finishing sum
 #     is then one contiguous run of 132 to 1,056 entries at KAT's shapes (an
 #     inner reduction, one program per output), in one layer: a backward is
 #     three kernels;
-#   - from 2048 channels (where the slab sums cost the template 11%) and for
-#     odd group widths, one entry per channel at [p, c, i], coefficient-minor
+#   - from _SLAB_MAX_CHANNELS and for odd group widths, one entry per channel at [p, c, i], coefficient-minor
 #     (so that the finishing reduction iterates its outputs in their (group,
 #     coefficient) order and Inductor fuses the sign of b and the cast into
 #     it), summed by Inductor's reductions, split in two layers where long.
@@ -467,10 +466,15 @@ _ROW_PROGRAM_LEVELS = _levels_from_env()
 # against 223.5 us without (the autotuner keeps the latter).  Graphed step (rational forward +
 # backward, GPU): bf16 3072 0.248 ms against 0.268 ms in call 34.  So it is offered by default, at
 # 128 x 8 and 128 x 4 programs; FLASHKAT_ROW_SUM_LEVELS=CxP[,CxP] names other levels, `off` none.
-# Known cost: the workspaces hold the largest level's entries for every choice, and at 3072 the
+# The workspaces hold the largest level's entries for every choice: at 3072 without slabs the
 # finishing sums over 44 programs' per-channel entries took 10.0-11.1 us (calls 38-39) against
-# 6.2-6.8 us over 22 (calls 29-34), as much as 128 x 8 saved the template there (148.6 against
-# 151.9 us); bench/run_h200_slabs.sh times 128 x 4 alone and slabs at 3072 (_slab).
+# 6.2-6.8 us over 22 (calls 29-34).  With slabs at 3072 (_slab, since call 41) they take 3.2 us,
+# and the graphed bf16 / fp16 / float32 step there took 0.236 / 0.233 / 0.372 ms with both levels,
+# 0.238 / 0.236 / 0.374 with 128 x 4 alone (without slabs), in one run: both stay.
+# The 64-wide 2-warp loops (the last two of _ROW_SUM_BASE) led every choice at 192 channels in
+# call 41, bf16 and fp16 (16 x 64 pipelined 4 deep 15.4-15.6 us, 32 x 64 3 deep 16.0-16.3, against
+# 19.1-19.3 for the best 128-wide loop, a quarter of whose lanes 192 channels leave idle), and
+# 32 x 64 tied the best at 3072 bf16 with slabs (151.7 us; bench/run_h200_slabs.sh).
 _ROW_SUM_DEFAULT = ((128, 8), (128, 4))
 
 
@@ -482,17 +486,18 @@ def _row_sum_levels_from_env() -> tuple:
 
 
 _ROW_SUM_LEVELS = _row_sum_levels_from_env()
-_ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 128, 4, 3, 3)]
+_ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 128, 4, 3, 3),
+                 (16, 64, 2, 4, 4), (32, 64, 2, 3, 3)]
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 
 
 def _slab_max_from_env() -> int:
     """FLASHKAT_SLAB_MAX_CHANNELS: the template sums slabs of channels below this width only
-    (_slab); 2048 without it."""
+    (_slab); 4096 without it."""
     raw = os.environ.get("FLASHKAT_SLAB_MAX_CHANNELS", "").strip()
     if not raw:
-        return 2048
+        return 4096
     try:
         value = int(raw)
     except ValueError:
@@ -781,21 +786,24 @@ def _slab(span, configs, c_hint: int) -> int:
     at most every config's BLOCK_C (all powers of two, so the slab divides each: the workspace is
     the same whatever the config); 1 where span is symbolic, or where C >= _SLAB_MAX_CHANNELS.
 
-    Why the limit: summing slabs in the template (a reshape of each program's sums) cost the
-    fastest bf16 config at 3072 channels 11% (H200: 8 x 128 tiles 0.166 -> 4 x 256 0.184 ms,
+    Why there was a limit at 2048: summing slabs in the template (a reshape of each program's sums)
+    cost the fastest bf16 config of the time at 3072 channels 11% (H200: 8 x 128 tiles 0.166 -> 4 x 256 0.184 ms,
     logs_h200_2026-11-29/call7_ and call9_rational_capture.log), while at 192-1536 every pick got
     faster (2-8%) and the finishing sums, a share of a step there, went from four kernels to two.
     At 3072 the finishing sums are 3% of a step.
 
-    Since the ROW_SUM loops lead at 3072 (device calls 38-39), the finishing sums there are 11.1 us
+    Since the ROW_SUM loops lead at 3072 (device calls 38-39), the finishing sums there were 11.1 us
     of the 244 us bf16 step (10.0 of 387 in float32: four kernels over 44 row programs' entries),
     against 2.6-3.0 us at 192-1536 channels, where slabs are summed.  In the sm_90 builds at 3072
     slabs leave the ROW_SUM loops as they are (bf16 16 x 128: 95 registers and 770 instructions
     in the loop, against 95 and 769 without; the sums follow the loop once per program), while the
     plain 8 x 128 bf16 loop goes from 128 to 152 registers (the 11% above) and float32 4 x 128
     from 80 to 96 (still 5 programs per SM, of the 4 its level launches).
-    FLASHKAT_SLAB_MAX_CHANNELS=4096 sums slabs at 3072 too; not yet timed on the H200
-    (bench/run_h200_slabs.sh), so the limit stays 2048."""
+    Timed in one run (device call 41 of 2026-11-29, bench/run_h200_slabs.sh), the graphed step at
+    3072 with slabs against without: bf16 0.236 / 0.243 ms, fp16 0.233 / 0.240, float32 0.372 /
+    0.379 (GPU); two finishing kernels of 1.5-1.7 us instead of four of 1.3-4.5 us, the template
+    153 -> 156 us in bf16 and 223 us in float32 both.  So the limit is 4096 since
+    (FLASHKAT_SLAB_MAX_CHANNELS=2048 restores the old one)."""
     if not isinstance(span, (int, sympy.Integer)) or c_hint >= _SLAB_MAX_CHANNELS:
         return 1
     d = int(span)

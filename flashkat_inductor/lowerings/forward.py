@@ -26,6 +26,7 @@ shared with the backward lowering (``backward.py``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import sympy
@@ -265,10 +266,44 @@ _DIVIDE_ASM = ("{ .reg .pred %fkbig; .reg .f32 %fkp, %fkq, %fkr; mov.b32 %fkp, $
                "@%fkbig mul.f32 %fkq, %fkq, 0f3E800000; rcp.approx.ftz.f32 %fkr, %fkq; "
                "mul.f32 $0, %fkp, %fkr; }")
 
+# ELEMENTS_PER_THREAD: the least elements each thread handles in a 1-D Triton pointwise kernel
+# that computes the forward over at least _ELEMENTS_MIN_NUMEL elements (Inductor's
+# min_elem_per_thread, set by _install_elements_hook; Inductor's own configs give 8 per thread,
+# 1024 elements over 4 warps, or 2, 512 over 8; with 16 they are 2048 over 4 warps and 4096 over
+# 8, the largest 1-D block Inductor takes).  Fewer, longer programs, each with two 16-byte loads
+# in flight per thread in bf16 / fp16 where 8 elements give one: H200, 128 x 197 x 3072, one CUDA
+# graph per step, GPU time of the forward 83.5 -> 78.9 us in bf16 (80.5 -> 78.7 fp16; float32
+# 144.8 with 16, 144-146 before) and of the step 0.236 -> 0.233 ms (0.235 -> 0.232 fp16), device
+# call 42 of 2026-11-29 (bench/run_h200_elements.sh); the step's wall time did not move (0.237 ->
+# 0.238 ms, fp16 0.236 -> 0.237).  sm_90 build of the bf16 kernel at 3072: 18 instructions per
+# element against 20.  Smaller kernels (KAT's odd shapes: 46,200 elements at 7 x 33 x 200) and 2-D
+# tiles keep Inductor's configs (fewer programs would leave SMs idle there; tiles are untimed).
+# FLASHKAT_FORWARD_ELEMENTS_PER_THREAD=N (0, 1, 2, 4, 8 or 16; 0 = Inductor's) sets it.
+_ELEMENTS_CHOICES = (0, 1, 2, 4, 8, 16)
+_ELEMENTS_MIN_NUMEL = 1 << 22
+
+
+def _elements_per_thread_from_env() -> int:
+    raw = os.environ.get("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", "").strip()
+    if not raw:
+        return 16
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value not in _ELEMENTS_CHOICES:
+        raise ValueError(f"FLASHKAT_FORWARD_ELEMENTS_PER_THREAD={raw!r}: expected one of {_ELEMENTS_CHOICES} "
+                         "(16 elements over 8 warps is Inductor's largest 1-D block, 4096)")
+    return value
+
+
+ELEMENTS_PER_THREAD = _elements_per_thread_from_env()
+
 
 def lowering_switches() -> tuple:
     """The forward lowering's switches, for the passes' cache key (backend._switches)."""
-    return (ND_TILING, GROUPED_RANGES, EXPANDED_COEFFICIENTS, _FLAT_BLOCK_MAX, FUSED_HORNER, FAST_DIVISION)
+    return (ND_TILING, GROUPED_RANGES, EXPANDED_COEFFICIENTS, _FLAT_BLOCK_MAX, FUSED_HORNER, FAST_DIVISION,
+            ELEMENTS_PER_THREAD, _ELEMENTS_MIN_NUMEL)
 
 
 def _divides_fast(spec: LoweringSpec, x) -> bool:
@@ -512,3 +547,43 @@ def install_tiling_hook() -> None:
     get_tiling_and_scores.__wrapped__ = func
     SIMDScheduling.get_tiling_and_scores = classmethod(get_tiling_and_scores)
     _tiling_state["installed"] = True
+    _install_elements_hook(SIMDScheduling)
+
+
+def _computes_forward(node_schedule) -> bool:
+    target = torch.ops.flashkat.rational_fwd.default
+    for entry in node_schedule:
+        for snode in getattr(entry, "get_nodes", lambda: [entry])():
+            buf = getattr(snode, "node", None)
+            if any(getattr(o, "target", None) is target for o in getattr(buf, "origins", None) or ()):
+                return True
+    return False
+
+
+def _wants_elements(kernel, node_schedule) -> bool:
+    """True for a 1-D pointwise kernel (every range but ``x`` of size 1) of a static size of at least
+    _ELEMENTS_MIN_NUMEL elements that computes a rational forward."""
+    numels = getattr(kernel, "numels", None)
+    if not ELEMENTS_PER_THREAD or not hasattr(kernel, "min_elem_per_thread") or not isinstance(numels, dict):
+        return False
+    if not isinstance(numels.get("x"), (int, sympy.Integer)) or any(v != 1 for k, v in numels.items() if k != "x"):
+        return False  # tiles (y) or a reduction (r0_): Inductor's configs
+    return int(numels["x"]) >= _ELEMENTS_MIN_NUMEL and _computes_forward(node_schedule)
+
+
+def _install_elements_hook(scheduling) -> None:
+    """Wrap ``codegen_node_schedule_with_kernel`` (where a kernel's body is generated, before its
+    heuristics line): the kernels of _wants_elements ask for ELEMENTS_PER_THREAD."""
+    original = scheduling.__dict__.get("codegen_node_schedule_with_kernel")
+    if not callable(original):  # an Inductor without this hook point: leave it alone
+        return
+
+    def codegen_node_schedule_with_kernel(self, node_schedule, kernel):
+        result = original(self, node_schedule, kernel)
+        if _wants_elements(kernel, node_schedule):
+            kernel.min_elem_per_thread = max(kernel.min_elem_per_thread, ELEMENTS_PER_THREAD)
+        return result
+
+    codegen_node_schedule_with_kernel.__doc__ = original.__doc__
+    codegen_node_schedule_with_kernel.__wrapped__ = original
+    scheduling.codegen_node_schedule_with_kernel = codegen_node_schedule_with_kernel
