@@ -46,6 +46,7 @@ from .forward import (
     denominator_inputs,
     generates_triton,
     horner_d,
+    int_from_env,
     load_as,
     lowering_spec,
     sign_of,
@@ -495,16 +496,7 @@ _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (
 def _slab_max_from_env() -> int:
     """FLASHKAT_SLAB_MAX_CHANNELS: the template sums slabs of channels below this width only
     (_slab); 4096 without it."""
-    raw = os.environ.get("FLASHKAT_SLAB_MAX_CHANNELS", "").strip()
-    if not raw:
-        return 4096
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"FLASHKAT_SLAB_MAX_CHANNELS={raw!r}: expected a positive channel count, e.g. 2048")
-    return value
+    return int_from_env("FLASHKAT_SLAB_MAX_CHANNELS", 4096, lambda v: v >= 1, "a positive channel count, e.g. 2048")
 
 
 _SLAB_MAX_CHANNELS = _slab_max_from_env()

@@ -283,18 +283,24 @@ _ELEMENTS_CHOICES = (0, 1, 2, 4, 8, 16)
 _ELEMENTS_MIN_NUMEL = 1 << 22
 
 
-def _elements_per_thread_from_env() -> int:
-    raw = os.environ.get("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", "").strip()
+def int_from_env(name: str, default: int, valid: Callable[[int], bool], expected: str) -> int:
+    """The integer in environment variable ``name`` (``default`` where unset or blank); a clear
+    ValueError naming the variable and ``expected`` where it is not an integer that ``valid`` takes."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return 16
+        return default
     try:
         value = int(raw)
     except ValueError:
-        value = -1
-    if value not in _ELEMENTS_CHOICES:
-        raise ValueError(f"FLASHKAT_FORWARD_ELEMENTS_PER_THREAD={raw!r}: expected one of {_ELEMENTS_CHOICES} "
-                         "(16 elements over 8 warps is Inductor's largest 1-D block, 4096)")
+        value = None
+    if value is None or not valid(value):
+        raise ValueError(f"{name}={raw!r}: expected {expected}")
     return value
+
+
+def _elements_per_thread_from_env() -> int:
+    return int_from_env("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", 16, lambda v: v in _ELEMENTS_CHOICES,
+                        f"one of {_ELEMENTS_CHOICES} (16 elements over 8 warps is Inductor's largest 1-D block, 4096)")
 
 
 ELEMENTS_PER_THREAD = _elements_per_thread_from_env()
