@@ -355,6 +355,7 @@ def test_slab_limit_from_the_environment(monkeypatch):
     monkeypatch.setattr(bw, "_SLAB_MAX_CHANNELS", bw._slab_max_from_env())
     assert bw._SLAB_MAX_CHANNELS == 2048 and bw._slab(sympy.Integer(384), configs, 3072) == 1
     assert bw.lowering_switches()[4] == 2048  # in the passes' cache key
+    assert bw._ONE_FINISH is False and bw.lowering_switches()[5] is False  # FLASHKAT_ONE_FINISH: off by default
     for bad in ("0", "-1", "2k", "inf"):
         monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", bad)
         with pytest.raises(ValueError, match="FLASHKAT_SLAB_MAX_CHANNELS"):
@@ -643,6 +644,27 @@ for gn in (8, 1):
     result["nprog"] = result.get("nprog", []) + [re.findall(r"NPROG(?:_RUN)? : tl.constexpr = \d+", "\n".join(c3))[:2]]
     result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
 bw._row_programs = row_programs
+# (3c) backward._ONE_FINISH: both finishing sums as one reduction, the two gradients views of its
+#      output (per-group rows, zero_sign "torch" and zero coefficients; a shared numerator row), and
+#      through autograd twice (the second step accumulates into the views)
+bw._ONE_FINISH = True
+result["one_finish"] = []
+for gn, zs in ((8, "torch"), (1, "kat")):
+    a, b = coefficients(6, 4, gn, 8, form="safe", zeros=True)
+    torch._dynamo.reset()
+    o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", zs),
+                                           backend="inductor", fullgraph=True), dy, x, a, b)
+    result["one_finish"].append([sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))),
+                                 [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", zs))],
+                                 o[1].untyped_storage().data_ptr() == o[2].untyped_storage().data_ptr()])
+xa = x.clone().requires_grad_()
+aa, ba = (t.clone().requires_grad_() for t in coefficients(6, 4, 8, 8, form="safe"))
+step_fn = torch.compile(lambda x, a, b: fk.rational(x, a, b, form="safe", zero_sign="kat"), backend="inductor")
+for _ in range(2):
+    step_fn(xa, aa, ba).backward(dy)
+ref = reference_backward(dy, x, aa.detach(), ba.detach(), "safe", "kat")
+result["one_finish_autograd"] = [rel_err(u, 2 * v) for u, v in zip((xa.grad, aa.grad, ba.grad), ref)]
+bw._ONE_FINISH = False
 # (3b) slabs at KAT's 3072 channels (FLASHKAT_SLAB_MAX_CHANNELS=4096) with a ROW_SUM loop: 64-channel
 #      slabs for the shared numerator row and each group of 384, bf16
 #      (and per-group numerator rows in float32)
@@ -767,6 +789,12 @@ def test_triton_template_on_cpu_interpreter():
         assert sum(k.startswith("triton_tem_") for k in fin) == 1, fin
         assert sum(k.startswith("triton_red_") or k.startswith("triton_per_") for k in fin) == len(fin) - 1 == 2, fin
     assert max(res["finish_errs"]) <= F32_BOUND, res["finish_errs"]
+    # backward._ONE_FINISH: one finishing kernel for both coefficient tensors, whose gradients share
+    # its output buffer; exact through autograd too
+    for kernels, errs, shared_storage in res["one_finish"]:
+        assert sum(k.startswith("triton_tem_") for k in kernels) == 1 and len(kernels) == 2, kernels
+        assert max(errs) <= F32_BOUND and shared_storage, res["one_finish"]
+    assert max(res["one_finish_autograd"]) <= F32_BOUND, res["one_finish_autograd"]
     assert res["slab_3072"] == [[["64"], ["64"]]] * 2, res["slab_3072"]
     for fin in res["slab_3072_kernels"]:  # one layer per coefficient tensor
         assert sum(k.startswith("triton_tem_") for k in fin) == 1 and len(fin) == 3, fin

@@ -76,7 +76,7 @@ _FINISH_DTYPE = torch.float64
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
     return (_ROW_PROGRAM_LEVELS, _ROW_SUM_LEVELS, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS,
-            _SLAB_MAX_CHANNELS, repr(sorted(_state.items())))
+            _SLAB_MAX_CHANNELS, _ONE_FINISH, repr(sorted(_state.items())))
 
 
 def set_backward_mode(mode: str) -> None:
@@ -501,6 +501,14 @@ def _slab_max_from_env() -> int:
 
 _SLAB_MAX_CHANNELS = _slab_max_from_env()
 
+# ONE_FINISH: where both workspaces hold slabs, both coefficient tensors' finishing sums are one
+# Inductor reduction over one (m rows + n rows) output, with the sign of b and the cast fused after
+# it, the two gradients views of it (_finish_in_one): a backward is then two kernels (the template
+# and that one) instead of three, one launch fewer per rational backward (24 per KAT-T step).
+# FLASHKAT_ONE_FINISH=1 turns it on; off by default: prepared and tested on the CPU (interpreter),
+# not yet timed on the H200.
+_ONE_FINISH = bool(int_from_env("FLASHKAT_ONE_FINISH", 0, lambda v: v in (0, 1), "0 or 1"))
+
 
 def _next_pow2(v: int) -> int:
     return 1 << max(0, int(v) - 1).bit_length()
@@ -802,9 +810,72 @@ def _slab(span, configs, c_hint: int) -> int:
     return max(1, min(d & -d, min(c[1] for c in configs)))
 
 
+def _finish_in_one(spec: LoweringSpec, nprog: int, numerator, denominator, num_ws: tuple, den_ws: tuple):
+    """_ONE_FINISH: (dnum, dden) as views of one realized buffer of m rows + n rows outputs, one
+    reduction over both workspaces' runs (an output's entries past its own run masked off) with the
+    sign of b and the cast after it; None where it does not apply (off, a workspace without slabs,
+    or coefficient tensors of two dtypes)."""
+    from torch._inductor import config, ir
+    from torch._inductor.lowering import lowerings
+    from torch._inductor.virtualized import ops
+    from torch.utils._sympy.functions import FloorDiv, ModularIndexing
+
+    (ws_n, slab_n, per_n), (ws_d, slab_d, per_d) = num_ws, den_ws
+    out_dtype = numerator.get_dtype()
+    if not (_ONE_FINISH and slab_n > 1 and slab_d > 1 and denominator.get_dtype() == out_dtype):
+        return None
+    cdt, fdt, n = spec.cdt, _FINISH_DTYPE, spec.n
+    t_num = (1 if spec.num_shared else spec.groups) * spec.m  # outputs [0, t_num): the numerator's
+    t_all = t_num + (1 if spec.den_shared else spec.groups) * n
+    len_n, len_d = per_n * nprog, per_d * nprog
+    length = max(len_n, len_d)
+    load_n, load_d, load_b = ws_n.make_loader(), ws_d.make_loader(), denominator.make_loader()
+
+    def below(index, bound: int):
+        return ops.lt(ops.index_expr(index, torch.int64), ops.constant(bound, torch.int64))
+
+    def fn(idx, ridx):
+        o, r = idx[0], ridx[0]
+        is_num = below(o, t_num)
+        mask_n = is_num if len_n == length else ops.and_(is_num, below(r, len_n))
+        mask_d = ops.logical_not(is_num) if len_d == length else ops.and_(ops.logical_not(is_num), below(r, len_d))
+        v_n = ops.masked(mask_n, lambda: load_as(load_n, [o, r], cdt, fdt), 0.0)
+        v_d = ops.masked(mask_d, lambda: load_as(load_d, [o - t_num, r], cdt, fdt), 0.0)
+        return ops.add(v_n, v_d)
+
+    with config.patch(split_reductions=config.split_reductions and length > _ONE_LAYER_MAX_TERMS):
+        red = ir.Reduction.create(device=ws_n.get_device(), dst_dtype=fdt, src_dtype=fdt, inner_fn=fn,
+                                  ranges=[t_all], reduction_ranges=[length], reduction_type="sum")
+    red.realize()
+    load_sum = red.make_loader()
+
+    def final_fn(idx):
+        o = idx[0]
+        v = load_sum(idx)
+        if spec.form != "abs_sum":  # d|b_j|/db_j, after the reduction, on the denominator's outputs
+            is_den = ops.logical_not(below(o, t_num))
+            j = o - t_num
+            b_index = [sympy.Integer(0), j] if spec.den_shared else [FloorDiv(j, n), ModularIndexing(j, 1, n)]
+            b = ops.masked(is_den, lambda: load_as(load_b, b_index, denominator.get_dtype(), fdt), 0.0)
+            v = ops.where(is_den, ops.mul(v, sign_of(b, spec.zero_sign, fdt)), v)
+        return ops.to_dtype(v, out_dtype, src_dtype=fdt)
+
+    both = ir.Pointwise.create(device=ws_n.get_device(), dtype=out_dtype, inner_fn=final_fn, ranges=[t_all])
+    both.realize()
+    aten = torch.ops.aten
+    dnum = lowerings[aten.slice.Tensor](both, 0, 0, t_num)
+    dden = lowerings[aten.slice.Tensor](both, 0, t_num, t_all)
+    return (lowerings[aten.view.default](dnum, list(numerator.get_size())),
+            lowerings[aten.view.default](dden, list(denominator.get_size())))
+
+
 def _finish_from_workspaces(spec: LoweringSpec, nprog: int, numerator, denominator, num_ws: tuple, den_ws: tuple):
     from torch._inductor import config, ir
     from torch._inductor.virtualized import ops
+
+    one = _finish_in_one(spec, nprog, numerator, denominator, num_ws, den_ws)
+    if one is not None:
+        return one
 
     cdt, G, C = spec.cdt, spec.groups, spec.channels
     fdt = _FINISH_DTYPE
