@@ -476,29 +476,35 @@ _FLAT_BLOCK_MAX = 1024
 _tiling_state: dict = {}
 
 
+def _scheduled_buffers(node_schedule):
+    """(scheduler node, its IR buffer or None) for every node of a kernel's node schedule (fused
+    nodes unpacked)."""
+    for entry in node_schedule:
+        for snode in getattr(entry, "get_nodes", lambda: [entry])():
+            yield snode, getattr(snode, "node", None)
+
+
 def _wants_tiles(node_schedule) -> bool:
     """True if the kernel computes a rational forward over (*lead, C) whose C is static and not a
     multiple of _FLAT_BLOCK_MAX (a symbolic C, or one iterated as (*lead, G, D), stays 1-D)."""
     target = torch.ops.flashkat.rational_fwd.default
     found = False
-    for entry in node_schedule:
-        for snode in getattr(entry, "get_nodes", lambda: [entry])():
-            buf = getattr(snode, "node", None)
-            if getattr(buf, "_flashkat_expansion", False):
-                return False  # the expanded coefficient rows (k x C): nothing to gain from tiles
-            for o in getattr(buf, "origins", None) or ():
-                if getattr(o, "target", None) is not target:
-                    continue
-                val = o.args[0].meta.get("val") if o.args and hasattr(o.args[0], "meta") else None
-                c = val.shape[-1] if isinstance(val, torch.Tensor) and val.dim() else None
-                if not isinstance(c, int) or c % _FLAT_BLOCK_MAX == 0:
-                    return False  # symbolic (never specialised here), or 1-D loads once per thread
-                size = buf.get_size() if hasattr(buf, "get_size") else ()
-                if not size or size[-1] != c:
-                    return False  # not iterated (*lead, C): e.g. the rational's own (*lead, G, D)
-                if _reads_grouped_rational(snode, c):
-                    return False  # a consumer of a realized (*lead, G, D) rational: 1-D, to fuse with it
-                found = True
+    for snode, buf in _scheduled_buffers(node_schedule):
+        if getattr(buf, "_flashkat_expansion", False):
+            return False  # the expanded coefficient rows (k x C): nothing to gain from tiles
+        for o in getattr(buf, "origins", None) or ():
+            if getattr(o, "target", None) is not target:
+                continue
+            val = o.args[0].meta.get("val") if o.args and hasattr(o.args[0], "meta") else None
+            c = val.shape[-1] if isinstance(val, torch.Tensor) and val.dim() else None
+            if not isinstance(c, int) or c % _FLAT_BLOCK_MAX == 0:
+                return False  # symbolic (never specialised here), or 1-D loads once per thread
+            size = buf.get_size() if hasattr(buf, "get_size") else ()
+            if not size or size[-1] != c:
+                return False  # not iterated (*lead, C): e.g. the rational's own (*lead, G, D)
+            if _reads_grouped_rational(snode, c):
+                return False  # a consumer of a realized (*lead, G, D) rational: 1-D, to fuse with it
+            found = True
     return found
 
 
@@ -530,12 +536,14 @@ def _reads_grouped_rational(snode, c: int) -> bool:
 def install_tiling_hook() -> None:
     """Wrap ``SIMDScheduling.get_tiling_and_scores`` (once): pointwise kernels that compute the
     rational's forward on rows whose width is not a multiple of ``_FLAT_BLOCK_MAX`` are tiled as
-    if ``triton.prefer_nd_tiling`` were set."""
+    if ``triton.prefer_nd_tiling`` were set.  Also installs the elements hook
+    (_install_elements_hook), whichever of the two hook points this Inductor has."""
     if _tiling_state.get("installed"):
         return
     from torch._inductor import config
     from torch._inductor.codegen.simd import SIMDScheduling
 
+    _install_elements_hook(SIMDScheduling)
     original = SIMDScheduling.__dict__.get("get_tiling_and_scores")
     if not isinstance(original, classmethod):  # an Inductor without this hook point: leave it alone
         _tiling_state["installed"] = "unsupported"
@@ -553,17 +561,12 @@ def install_tiling_hook() -> None:
     get_tiling_and_scores.__wrapped__ = func
     SIMDScheduling.get_tiling_and_scores = classmethod(get_tiling_and_scores)
     _tiling_state["installed"] = True
-    _install_elements_hook(SIMDScheduling)
 
 
 def _computes_forward(node_schedule) -> bool:
     target = torch.ops.flashkat.rational_fwd.default
-    for entry in node_schedule:
-        for snode in getattr(entry, "get_nodes", lambda: [entry])():
-            buf = getattr(snode, "node", None)
-            if any(getattr(o, "target", None) is target for o in getattr(buf, "origins", None) or ()):
-                return True
-    return False
+    return any(getattr(o, "target", None) is target
+               for _, buf in _scheduled_buffers(node_schedule) for o in getattr(buf, "origins", None) or ())
 
 
 def _wants_elements(kernel, node_schedule) -> bool:
