@@ -633,20 +633,25 @@ bw._state["configs"] = [(4, 64, 4, 3, 3, 0)]
 row_programs = bw._row_programs
 bw._row_programs = lambda device, R, C_hint, level=bw._ROW_PROGRAM_LEVELS[0]: 88 if level == bw._ROW_PROGRAM_LEVELS[0] else 132
 x, dy = torch.randn(2, 5, 768), torch.randn(2, 5, 768)
+def kernel_names(codes):  # the Triton kernels of one compile
+    return sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(codes))))
+def safe_bwd_errors(outs, dy, x, a, b, zs):  # [dx, da, db] of the safe form against float64
+    return [rel_err(u, v) for u, v in zip(outs, reference_backward(dy, x, a, b, "safe", zs))]
 result["finish_kernels"], result["finish_errs"], result["slab"] = [], [], []
 for gn in (8, 1):
     a, b = coefficients(6, 4, gn, 8, form="safe")
     o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), dy, x, a, b)
-    result["finish_kernels"].append(sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))))
+    result["finish_kernels"].append(kernel_names(c3))
     result["finish_hints"] = result.get("finish_hints", []) + re.findall(r"reduction_hint=ReductionHint\.(\w+)", "\n".join(c3))
     result["slab"].append([re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")])
     result["nprog"] = result.get("nprog", []) + [re.findall(r"NPROG(?:_RUN)? : tl.constexpr = \d+", "\n".join(c3))[:2]]
-    result["finish_errs"] += [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", "kat"))]
+    result["finish_errs"] += safe_bwd_errors(o, dy, x, a, b, "kat")
 bw._row_programs = row_programs
 # (3c) backward._ONE_FINISH: both finishing sums as one reduction, the two gradients views of its
 #      output (per-group rows, zero_sign "torch" and zero coefficients; a shared numerator row), and
 #      through autograd twice (the second step accumulates into the views)
+one_finish = bw._ONE_FINISH
 bw._ONE_FINISH = True
 result["one_finish"] = []
 for gn, zs in ((8, "torch"), (1, "kat")):
@@ -654,8 +659,7 @@ for gn, zs in ((8, "torch"), (1, "kat")):
     torch._dynamo.reset()
     o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", zs),
                                            backend="inductor", fullgraph=True), dy, x, a, b)
-    result["one_finish"].append([sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))),
-                                 [rel_err(u, v) for u, v in zip(o, reference_backward(dy, x, a, b, "safe", zs))],
+    result["one_finish"].append([kernel_names(c3), safe_bwd_errors(o, dy, x, a, b, zs),
                                  o[1].untyped_storage().data_ptr() == o[2].untyped_storage().data_ptr()])
 xa = x.clone().requires_grad_()
 aa, ba = (t.clone().requires_grad_() for t in coefficients(6, 4, 8, 8, form="safe"))
@@ -664,10 +668,11 @@ for _ in range(2):
     step_fn(xa, aa, ba).backward(dy)
 ref = reference_backward(dy, x, aa.detach(), ba.detach(), "safe", "kat")
 result["one_finish_autograd"] = [rel_err(u, 2 * v) for u, v in zip((xa.grad, aa.grad, ba.grad), ref)]
-bw._ONE_FINISH = False
-# (3b) slabs at KAT's 3072 channels (FLASHKAT_SLAB_MAX_CHANNELS=4096) with a ROW_SUM loop: 64-channel
+bw._ONE_FINISH = one_finish
+# (3b) slabs at KAT's 3072 channels (the limit 4096, the default) with a ROW_SUM loop: 64-channel
 #      slabs for the shared numerator row and each group of 384, bf16
 #      (and per-group numerator rows in float32)
+slab_max = bw._SLAB_MAX_CHANNELS
 bw._SLAB_MAX_CHANNELS, bw._state["configs"] = 4096, [(8, 128, 4, 3, 3, 0, 1), (4, 64, 4, 1, 0, 0, 0)]
 result["slab_3072"], result["slab_3072_kernels"], result["slab_3072_errs"] = [], [], []
 for gn, dt3 in ((1, torch.bfloat16), (8, torch.float32)):
@@ -677,9 +682,9 @@ for gn, dt3 in ((1, torch.bfloat16), (8, torch.float32)):
     o, c3 = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
                                            backend="inductor", fullgraph=True), dy3, x3, a3, b3)
     result["slab_3072"].append([re.findall("SLAB_" + w + r" : tl.constexpr = (\d+)", "\n".join(c3))[:1] for w in ("NUM", "DEN")])
-    result["slab_3072_kernels"].append(sorted(set(re.findall(r"def (triton_\w+)\(", "\n".join(c3)))))
-    result["slab_3072_errs"].append([rel_err(u, v) for u, v in zip(o, reference_backward(dy3, x3, a3, b3, "safe", "kat"))])
-bw._SLAB_MAX_CHANNELS = 2048
+    result["slab_3072_kernels"].append(kernel_names(c3))
+    result["slab_3072_errs"].append(safe_bwd_errors(o, dy3, x3, a3, b3, "kat"))
+bw._SLAB_MAX_CHANNELS = slab_max
 
 # (4) dx written over dy where nothing reads dy afterwards (no dx-sized buffer of its own): dy
 #     computed in the graph, this backward its only reader; declined where dy has another reader,
