@@ -355,7 +355,15 @@ def test_slab_limit_from_the_environment(monkeypatch):
     monkeypatch.setattr(bw, "_SLAB_MAX_CHANNELS", bw._slab_max_from_env())
     assert bw._SLAB_MAX_CHANNELS == 2048 and bw._slab(sympy.Integer(384), configs, 3072) == 1
     assert bw.lowering_switches()[4] == 2048  # in the passes' cache key
-    assert bw._ONE_FINISH is False and bw.lowering_switches()[5] is False  # FLASHKAT_ONE_FINISH: off by default
+    monkeypatch.delenv("FLASHKAT_ONE_FINISH", raising=False)
+    assert bw._one_finish_from_env() is True  # FLASHKAT_ONE_FINISH: on by default
+    monkeypatch.setenv("FLASHKAT_ONE_FINISH", " 0 ")
+    monkeypatch.setattr(bw, "_ONE_FINISH", bw._one_finish_from_env())
+    assert bw._ONE_FINISH is False and bw.lowering_switches()[5] is False  # in the passes' cache key
+    for bad in ("2", "-1", "yes"):
+        monkeypatch.setenv("FLASHKAT_ONE_FINISH", bad)
+        with pytest.raises(ValueError, match="FLASHKAT_ONE_FINISH"):
+            bw._one_finish_from_env()
     for bad in ("0", "-1", "2k", "inf"):
         monkeypatch.setenv("FLASHKAT_SLAB_MAX_CHANNELS", bad)
         with pytest.raises(ValueError, match="FLASHKAT_SLAB_MAX_CHANNELS"):
@@ -363,15 +371,15 @@ def test_slab_limit_from_the_environment(monkeypatch):
 
 
 def test_forward_elements_per_thread_from_the_environment(monkeypatch):
-    """FLASHKAT_FORWARD_ELEMENTS_PER_THREAD: 16 without it, 0 gives Inductor's configs back, a clear
-    error for anything Inductor's 1-D blocks cannot take (the kernels: the interpreter script)."""
+    """FLASHKAT_FORWARD_ELEMENTS_PER_THREAD: 0 (Inductor's configs) without it, 16 asks for 16, a
+    clear error for anything Inductor's 1-D blocks cannot take (the kernels: the interpreter script)."""
     from flashkat_inductor.lowerings import forward as fw
 
     monkeypatch.delenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", raising=False)
-    assert fw._elements_per_thread_from_env() == 16
-    monkeypatch.setenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", " 0 ")
+    assert fw._elements_per_thread_from_env() == 0
+    monkeypatch.setenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", " 16 ")
     monkeypatch.setattr(fw, "ELEMENTS_PER_THREAD", fw._elements_per_thread_from_env())
-    assert fw.ELEMENTS_PER_THREAD == 0 and fw.lowering_switches()[6] == 0  # in the passes' cache key
+    assert fw.ELEMENTS_PER_THREAD == 16 and fw.lowering_switches()[6] == 16  # in the passes' cache key
     for bad in ("32", "3", "-1", "many"):
         monkeypatch.setenv("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", bad)
         with pytest.raises(ValueError, match="FLASHKAT_FORWARD_ELEMENTS_PER_THREAD"):
@@ -555,9 +563,10 @@ for batch in (4, 6):
         result["while_loop"] = "while row0 < R" in bwd_code
         result["dynamic_rows"] = "R = {{size(" not in bwd_code and bool(re.search(r"R = ks\d|R = \d+\*ks\d|R = 7\*ks", bwd_code))
 result["train_errs"] = train
-# forward.ELEMENTS_PER_THREAD (16 by default) from 1000 elements here (1 << 22 on a GPU)
+# forward.ELEMENTS_PER_THREAD at 16 (FLASHKAT_FORWARD_ELEMENTS_PER_THREAD=16; 0, Inductor's, by
+# default) from 1000 elements here (1 << 22 on a GPU)
 from flashkat_inductor.lowerings import forward as fw
-fw._ELEMENTS_MIN_NUMEL = 1000
+elements_found, fw.ELEMENTS_PER_THREAD, fw._ELEMENTS_MIN_NUMEL = fw.ELEMENTS_PER_THREAD, 16, 1000
 def elements(codes):
     return sorted(set(re.findall(r"min_elem_per_thread=(\d+)", "\n".join(codes))))
 # near miss for the tiling hook: a pointwise kernel without the rational keeps Inductor's 1-D tiling
@@ -586,6 +595,7 @@ cg = "\n".join(cg)
 result["grouped"] = [rel_err(yg, reference_forward(2 * xg, aw, bw_, "safe")),
                      len(re.findall(r"def (triton_poi\w+)\(", cg)), "((xindex // 8) % 8)" in cg and "YBLOCK" not in cg]
 result["elements"]["grouped_384"] = elements([cg])
+fw.ELEMENTS_PER_THREAD = elements_found
 # forward.EXPANDED_COEFFICIENTS: bf16 x at 7 x 33 x 200, every grouping and form, a zero row, fused
 # into a consumer (* 3): [error, error of the exact rational rounded to bf16, then * 3 in bf16, the (k, 200) expansion kernel,
 # kernels, no c // D left in the main kernel's loads, the (i // D) % G index, rows expanded]; and a bf16 rational realized
@@ -628,7 +638,10 @@ result["bf16"] = [str(o[0].dtype), str(o[1].dtype)] + [rel_err(u, v) for u, v in
 #     and zeroes the other 44; slabs of 32 channels per group of 96, of 64, the configs' BLOCK_C,
 #     for a shared row): one layer each, the cast and sign fused into them; per-group and shared
 #     numerator rows
+#     (with FLASHKAT_ONE_FINISH=0: backward._ONE_FINISH, the default, is (3c))
 bw._ROW_PROGRAM_LEVELS = ((128, 4), (256, 3))  # as FLASHKAT_ROW_PROGRAM_LEVELS=128x4,256x3 sets them
+one_finish = result["one_finish_found"] = bw._ONE_FINISH
+bw._ONE_FINISH = False
 bw._state["configs"] = [(4, 64, 4, 3, 3, 0)]
 row_programs = bw._row_programs
 bw._row_programs = lambda device, R, C_hint, level=bw._ROW_PROGRAM_LEVELS[0]: 88 if level == bw._ROW_PROGRAM_LEVELS[0] else 132
@@ -651,7 +664,6 @@ bw._row_programs = row_programs
 # (3c) backward._ONE_FINISH: both finishing sums as one reduction, the two gradients views of its
 #      output (per-group rows, zero_sign "torch" and zero coefficients; a shared numerator row), and
 #      through autograd twice (the second step accumulates into the views)
-one_finish = bw._ONE_FINISH
 bw._ONE_FINISH = True
 result["one_finish"] = []
 for gn, zs in ((8, "torch"), (1, "kat")):
@@ -801,8 +813,8 @@ def test_triton_template_on_cpu_interpreter():
         assert max(errs) <= F32_BOUND and shared_storage, res["one_finish"]
     assert max(res["one_finish_autograd"]) <= F32_BOUND, res["one_finish_autograd"]
     assert res["slab_3072"] == [[["64"], ["64"]]] * 2, res["slab_3072"]
-    for fin in res["slab_3072_kernels"]:  # one layer per coefficient tensor
-        assert sum(k.startswith("triton_tem_") for k in fin) == 1 and len(fin) == 3, fin
+    for fin in res["slab_3072_kernels"]:  # one finishing kernel for both (ONE_FINISH), else one each
+        assert sum(k.startswith("triton_tem_") for k in fin) == 1 and len(fin) == (2 if res["one_finish_found"] else 3), fin
     # bf16: dx rounded once, the coefficient gradients summed in float32 from bf16 inputs
     e_bf16, e_f32 = res["slab_3072_errs"]
     assert e_bf16[0] <= 1e-2 and max(e_bf16[1:]) <= 1e-5, e_bf16

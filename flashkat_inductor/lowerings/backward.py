@@ -505,9 +505,18 @@ _SLAB_MAX_CHANNELS = _slab_max_from_env()
 # Inductor reduction over one (m rows + n rows) output, with the sign of b and the cast fused after
 # it, the two gradients views of it (_finish_in_one): a backward is then two kernels (the template
 # and that one) instead of three, one launch fewer per rational backward (24 per KAT-T step).
-# FLASHKAT_ONE_FINISH=1 turns it on; off by default: prepared and tested on the CPU (interpreter),
-# not yet timed on the H200.
-_ONE_FINISH = bool(int_from_env("FLASHKAT_ONE_FINISH", 0, lambda v: v in (0, 1), "0 or 1"))
+# On by default (FLASHKAT_ONE_FINISH=0 gives the two finishing kernels back): H200, 128 x 197 x
+# 3072, one CUDA graph per step, wall time, bf16 / fp16, two interleaved rounds in one call each:
+# 0.238 / 0.236 ms with two finishing kernels against 0.236 / 0.234 with one (device call 47 of
+# 2026-11-29, bench/run_h200_pdl.sh; 0.238 / 0.238 against 0.236 / 0.236 in call 45,
+# bench/run_h200_wall.sh).  The CUDA template-numerics and dx-over-dy tests and KAT-T bf16
+# training under cudagraph trees ran with it (call 46).
+def _one_finish_from_env() -> bool:
+    """FLASHKAT_ONE_FINISH: 1 (the default) or 0."""
+    return bool(int_from_env("FLASHKAT_ONE_FINISH", 1, lambda v: v in (0, 1), "0 or 1"))
+
+
+_ONE_FINISH = _one_finish_from_env()
 
 
 def _next_pow2(v: int) -> int:

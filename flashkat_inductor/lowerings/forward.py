@@ -275,10 +275,14 @@ _DIVIDE_ASM = ("{ .reg .pred %fkbig; .reg .f32 %fkp, %fkq, %fkr; mov.b32 %fkp, $
 # graph per step, GPU time of the forward 83.5 -> 78.9 us in bf16 (80.5 -> 78.7 fp16; float32
 # 144.8 with 16, 144-146 before) and of the step 0.236 -> 0.233 ms (0.235 -> 0.232 fp16), device
 # call 42 of 2026-11-29 (bench/run_h200_elements.sh); the step's wall time did not move (0.237 ->
-# 0.238 ms, fp16 0.236 -> 0.237).  sm_90 build of the bf16 kernel at 3072: 18 instructions per
+# 0.238 ms, fp16 0.236 -> 0.237), and in two interleaved rounds on one machine it was 1-2 us
+# slower: bf16 / fp16 0.238 / 0.238 ms with 16 against 0.237 / 0.236 with Inductor's configs
+# (device call 45, bench/run_h200_wall.sh), and with one finishing sum 0.236 / 0.234 against
+# 0.235 / 0.233-0.234 (call 47, bench/run_h200_pdl.sh).  So it is 0 (Inductor's) by default; the hook
+# stays, for other GPUs and shapes.  sm_90 build of the bf16 kernel at 3072: 18 instructions per
 # element against 20.  Smaller kernels (KAT's odd shapes: 46,200 elements at 7 x 33 x 200) and 2-D
 # tiles keep Inductor's configs (fewer programs would leave SMs idle there; tiles are untimed).
-# FLASHKAT_FORWARD_ELEMENTS_PER_THREAD=N (0, 1, 2, 4, 8 or 16; 0 = Inductor's) sets it.
+# FLASHKAT_FORWARD_ELEMENTS_PER_THREAD=N (0, 1, 2, 4, 8 or 16; 0 = Inductor's, the default) sets it.
 _ELEMENTS_CHOICES = (0, 1, 2, 4, 8, 16)
 _ELEMENTS_MIN_NUMEL = 1 << 22
 
@@ -299,7 +303,7 @@ def int_from_env(name: str, default: int, valid: Callable[[int], bool], expected
 
 
 def _elements_per_thread_from_env() -> int:
-    return int_from_env("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", 16, lambda v: v in _ELEMENTS_CHOICES,
+    return int_from_env("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", 0, lambda v: v in _ELEMENTS_CHOICES,
                         f"one of {_ELEMENTS_CHOICES} (16 elements over 8 warps is Inductor's largest 1-D block, 4096)")
 
 
