@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device call after call 45-46 of 2026-11-29 (bench/run_h200_wall.sh).  One H200, about 420 s:
+# Device call 47 of 2026-11-29, after calls 45-46 (bench/run_h200_wall.sh).  One H200, about 350 s:
 #
 #     run(command="bash bench/run_h200_pdl.sh; cd $OUT && tar czf rows.tar.gz *.json *.log && rm -f *.json *.log",
 #         kind="nvidia-h200", timeout_s=600)

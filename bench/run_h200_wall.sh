@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Next device call after 2026-11-29's calls 41-44 (not yet run).  One H200, at most about 540 s:
+# Device calls 45 (as below) and 46 (PARTS="tests train", with FLASHKAT_FORWARD_ELEMENTS_PER_THREAD=0
+# FLASHKAT_ONE_FINISH=1) of 2026-11-29, after calls 41-44.  One H200, at most about 540 s:
 #
 #     run(command="bash bench/run_h200_wall.sh; cd $OUT && tar czf logs.tar.gz *.log && rm -f *.log",
 #         kind="nvidia-h200", timeout_s=600)
