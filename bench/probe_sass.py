@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--shape", default="4x197x3072")
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--config", default="16,128,4,4,4", help="BLOCK_R,BLOCK_C,warps,stages,PIPE_STAGES")
-    ap.add_argument("--row-sum", type=int, default=1, help="0, 1, or 2: ROW_SUM with the coefficient rows per channel pair")
+    ap.add_argument("--row-sum", type=int, default=1)
     ap.add_argument("--fast-rcp", type=int, default=1, help="1: as on CUDA in float32 compute")
     ap.add_argument("--dump", default=None, help="write the whole SASS here")
     args = ap.parse_args()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Device call 49 of 2026-11-29: the ROW_SUM pair loops (backward._ROW_SUM_PAIRS, offered with
-# FLASHKAT_ROW_SUM_PAIRS=1).  One H200, at most about 200 s (what the session had left):
+# Device call 49 of 2026-11-29, at commit 9646483: the ROW_SUM pair loops (backward._ROW_SUM_PAIRS,
+# offered with FLASHKAT_ROW_SUM_PAIRS=1; removed in the commit after it, since the autotuner did not
+# pick them: check out 9646483 to run this).  One H200, at most about 200 s (what the session had left):
 #
 #     run(command="bash bench/run_h200_pairs.sh; cd $OUT && tar czf rows.tar.gz *.json *.log && rm -f *.json *.log",
 #         kind="nvidia-h200", timeout_s=240)

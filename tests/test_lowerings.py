@@ -386,26 +386,6 @@ def test_forward_elements_per_thread_from_the_environment(monkeypatch):
             fw._elements_per_thread_from_env()
 
 
-def test_row_sum_pairs_from_the_environment(monkeypatch):
-    """FLASHKAT_ROW_SUM_PAIRS: off without it; 1 offers the 8 x 256 pair loops (ROW_SUM 2) at each
-    ROW_SUM level where a tile is 256 channels wide; a clear error for anything else."""
-    from flashkat_inductor.lowerings import backward as bw
-
-    monkeypatch.delenv("FLASHKAT_ROW_SUM_PAIRS", raising=False)
-    assert bw._row_sum_pairs_from_env() is False
-    assert all(c[6] != 2 for c in bw._template_configs(3072, torch.bfloat16, 10))
-    monkeypatch.setenv("FLASHKAT_ROW_SUM_PAIRS", "1")
-    monkeypatch.setattr(bw, "_ROW_SUM_PAIRS_ON", bw._row_sum_pairs_from_env())
-    pairs = [c for c in bw._template_configs(3072, torch.bfloat16, 10) if c[6] == 2]
-    assert sorted({c[:5] for c in pairs}) == sorted(bw._ROW_SUM_PAIRS) and len(pairs) == 2 * len(bw._ROW_SUM_LEVELS)
-    assert all(c[6] != 2 for c in bw._template_configs(128, torch.bfloat16, 10))  # tiles of 128 at most
-    assert bw.lowering_switches()[-1] is True  # in the passes' cache key
-    for bad in ("2", "on", "-1"):
-        monkeypatch.setenv("FLASHKAT_ROW_SUM_PAIRS", bad)
-        with pytest.raises(ValueError, match="FLASHKAT_ROW_SUM_PAIRS"):
-            bw._row_sum_pairs_from_env()
-
-
 def test_row_program_levels_from_the_environment(monkeypatch):
     """FLASHKAT_ROW_PROGRAM_LEVELS: (nominal BLOCK_C, programs per SM) levels, each config offered
     at each; one level, (128, 4), without it; a clear error for anything else."""
@@ -701,23 +681,6 @@ for _ in range(2):
 ref = reference_backward(dy, x, aa.detach(), ba.detach(), "safe", "kat")
 result["one_finish_autograd"] = [rel_err(u, 2 * v) for u, v in zip((xa.grad, aa.grad, ba.grad), ref)]
 bw._ONE_FINISH = one_finish
-# (3d) ROW_SUM loops with the coefficient rows gathered per channel pair (ROW_SUM 2 in a config,
-#      FLASHKAT_ROW_SUM_PAIRS=1 offers them): per-group rows of even width (96) in float32 and bf16
-#      with zero_sign "torch" and zero coefficients, a shared numerator row, and an odd group width
-#      (25), where the config runs as the plain ROW_SUM loop
-bw._state["configs"] = [(8, 256, 4, 3, 3, 0, 2)]
-result["pairs"] = []
-for shape, gn, dtp, zs in (((2, 5, 768), 8, torch.float32, "torch"), ((2, 5, 768), 8, torch.bfloat16, "kat"),
-                           ((2, 5, 768), 1, torch.bfloat16, "kat"), ((7, 33, 200), 8, torch.float32, "kat")):
-    xp, dyp = torch.randn(*shape).to(dtp), torch.randn(*shape).to(dtp)
-    xp[0, 0, :5] = 0.0
-    ap_, bp = coefficients(6, 4, gn, 8, form="safe", zeros=True)
-    torch._dynamo.reset()
-    o, cp_ = run_and_get_code(torch.compile(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", zs),
-                                            backend="inductor", fullgraph=True), dyp, xp, ap_, bp)
-    result["pairs"].append([re.findall(r"PAIRS : tl.constexpr = (\d)", "\n".join(cp_)), str(o[0].dtype),
-                            safe_bwd_errors(o, dyp, xp, ap_, bp, zs)])
-bw._state.pop("configs", None)
 # (3b) slabs at KAT's 3072 channels (the limit 4096, the default) with a ROW_SUM loop: 64-channel
 #      slabs for the shared numerator row and each group of 384, bf16
 #      (and per-group numerator rows in float32)
@@ -849,11 +812,6 @@ def test_triton_template_on_cpu_interpreter():
         assert sum(k.startswith("triton_tem_") for k in kernels) == 1 and len(kernels) == 2, kernels
         assert max(errs) <= F32_BOUND and shared_storage, res["one_finish"]
     assert max(res["one_finish_autograd"]) <= F32_BOUND, res["one_finish_autograd"]
-    # ROW_SUM 2: pairs where the group width is even, the plain ROW_SUM loop where it is odd
-    assert [p[0] for p in res["pairs"]] == [["1"], ["1"], ["1"], ["0"]], res["pairs"]
-    for flag, dtype, errs in res["pairs"]:
-        bounds = [F32_BOUND] * 3 if dtype == "torch.float32" else [1e-2, 1e-5, 1e-5]
-        assert all(e <= t for e, t in zip(errs, bounds)), res["pairs"]
     assert res["slab_3072"] == [[["64"], ["64"]]] * 2, res["slab_3072"]
     for fin in res["slab_3072_kernels"]:  # one finishing kernel for both (ONE_FINISH), else one each
         assert sum(k.startswith("triton_tem_") for k in fin) == 1 and len(fin) == (2 if res["one_finish_found"] else 3), fin
@@ -929,9 +887,8 @@ def test_cuda_every_template_config(monkeypatch):
     configs = bw._template_configs(3072, torch.float32, 10)  # the default levels, ROW_SUM's too
     monkeypatch.setattr(bw, "_ROW_PROGRAM_LEVELS", ((128, 4), (256, 3)))
     configs += [(4, 256, 4, 3, 3, 1, 0), (4, 128, 4, 4, 4, 1, 0), (4, 256, 4, 1, -1, 0, 0), (2, 256, 4, 1, -2, 1, 0)]
-    configs += [cfg + (1, 2) for cfg in bw._ROW_SUM_PAIRS]  # offered with FLASHKAT_ROW_SUM_PAIRS=1
     assert {c[4] > 0 for c in configs} == {True, False} and {c[5] for c in configs} >= {0, 1}
-    assert {c[6] for c in configs} == {0, 1, 2}
+    assert {c[6] for c in configs} == {0, 1}
     cases = []
     for shape, (gn, gd), dt in [((7, 33, 200), (8, 8), torch.float32), ((7, 33, 200), (1, 8), torch.bfloat16),
                                 ((3, 5, 3072), (1, 8), torch.bfloat16)]:
@@ -955,37 +912,6 @@ def test_cuda_every_template_config(monkeypatch):
                 errs = [rel_err(u, v) for u, v in zip(out, ref)]
                 assert out[0].dtype == x.dtype and all(e <= t for e, t in zip(errs, bounds)), \
                     (cfg, tuple(x.shape), x.dtype, errs)
-    finally:
-        bw._state.pop("configs", None)
-
-
-@cuda
-def test_cuda_row_sum_pairs():
-    """The ROW_SUM pair loops (_ROW_SUM_PAIRS, ROW_SUM 2) forced alone, compiled by Triton's CUDA back
-    end: per-group rows at 3072 channels in bf16 and float32 with ragged rows, a shared numerator
-    row, and 7 x 33 x 200 (group width 25: the plain ROW_SUM loop), against float64."""
-    from flashkat_inductor.lowerings import backward as bw
-
-    cases = []
-    for shape, gn, dt in [((3, 5, 3072), 8, torch.bfloat16), ((3, 5, 3072), 1, torch.bfloat16),
-                          ((3, 5, 3072), 8, torch.float32), ((7, 33, 200), 8, torch.float32)]:
-        x = torch.randn(*shape, device="cuda").to(dt)
-        x[0, 0, :7] = 0.0
-        a, b = coefficients(6, 4, gn, 8, form="safe", device="cuda", zeros=True)
-        cases.append((uniform_grad(shape, dt, device="cuda"), x, a, b))
-    try:
-        for cfg in bw._ROW_SUM_PAIRS:
-            bw._state["configs"] = [cfg + (0, 2)]
-            for dy, x, a, b in cases:
-                torch._dynamo.reset()
-                out, codes = compile_and_run(lambda dy, x, a, b: torch.ops.flashkat.rational_bwd(dy, x, a, b, "safe", "kat"),
-                                             dy, x, a, b)
-                pairs = re.findall(r"PAIRS : tl.constexpr = (\d)", "\n".join(codes))
-                assert pairs == (["1"] if x.shape[-1] == 3072 else ["0"]), (cfg, pairs)
-                ref = reference_backward(dy, x, a, b, "safe", "kat")
-                bounds = [F32_BOUND] * 3 if x.dtype == torch.float32 else [1e-2, 1e-5, 1e-5]
-                errs = [rel_err(u, v) for u, v in zip(out, ref)]
-                assert out[0].dtype == x.dtype and all(e <= t for e, t in zip(errs, bounds)), (cfg, x.shape, x.dtype, errs)
     finally:
         bw._state.pop("configs", None)
 

@@ -76,7 +76,7 @@ _FINISH_DTYPE = torch.float64
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
     return (_ROW_PROGRAM_LEVELS, _ROW_SUM_LEVELS, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS,
-            _SLAB_MAX_CHANNELS, _ONE_FINISH, repr(sorted(_state.items())), _ROW_SUM_PAIRS_ON)
+            _SLAB_MAX_CHANNELS, _ONE_FINISH, repr(sorted(_state.items())))
 
 
 def set_backward_mode(mode: str) -> None:
@@ -489,24 +489,12 @@ def _row_sum_levels_from_env() -> tuple:
 _ROW_SUM_LEVELS = _row_sum_levels_from_env()
 _ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 128, 4, 3, 3),
                  (16, 64, 2, 4, 4), (32, 64, 2, 3, 3)]
-# _ROW_SUM_PAIRS (ROW_SUM 2 in a config; backward.py.jinja's PAIRS): ROW_SUM loops whose
-# per-group coefficient rows are gathered once per pair of adjacent channels and joined, so that
-# Triton gives each thread two adjacent channels of a 256-wide tile (a (1, 256) row over 128
-# threads) and reads x and dy back from the pipeline's shared memory two or four elements at a
-# time.  sm_90 build at 3072 bf16 (bench/probe_sass.py --pairs 1): 8 x 256, 4 warps, 3 deep, 47.5
-# instructions per element and 96 registers, against 48.75 and 105 for the 16 x 128 loop that
-# the H200 picks (one channel per thread, one 16-bit LDS per element) and 48.8 and 128 for
-# 8 x 256 without pairs.  128-wide tiles with pairs split each column's rows over two threads
-# (shuffles: 97 per element), hence 256 only.  FLASHKAT_ROW_SUM_PAIRS=1 offers them.
-_ROW_SUM_PAIRS = [(8, 256, 4, 3, 3), (8, 256, 4, 4, 4)]
-
-
-def _row_sum_pairs_from_env() -> bool:
-    """FLASHKAT_ROW_SUM_PAIRS: 1 offers _ROW_SUM_PAIRS to the autotuner, 0 (the default) not."""
-    return bool(int_from_env("FLASHKAT_ROW_SUM_PAIRS", 0, lambda v: v in (0, 1), "0 or 1"))
-
-
-_ROW_SUM_PAIRS_ON = _row_sum_pairs_from_env()
+# Tried and removed (commit 9646483, device call 49 of 2026-11-29, bench/run_h200_pairs.sh): ROW_SUM
+# loops over 8 x 256 tiles whose per-group coefficient rows were gathered once per pair of adjacent
+# channels and joined, so that each thread held two adjacent channels and read x and dy back from
+# shared memory two or four at a time (sm_90 build at 3072 bf16: 47.5 instructions per element and
+# 96 registers, against 48.75 and 105 for 16 x 128).  Offered beside these, the autotuner kept
+# 16 x 128 at 3072 bf16 and fp16 (150.4-150.8 us), so they went.
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 
@@ -547,8 +535,7 @@ def _all_levels() -> tuple:
 
 
 def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
-    """(BLOCK_R, BLOCK_C, num_warps, num_stages, PIPE_STAGES, row-program level, ROW_SUM: 0, 1, or 2
-    for ROW_SUM with the coefficient rows gathered per channel pair) choices
+    """(BLOCK_R, BLOCK_C, num_warps, num_stages, PIPE_STAGES, row-program level, ROW_SUM) choices
     offered to the autotuner, the level an index into _all_levels() (``_state["configs"]``
     overrides them; its entries may leave out PIPE_STAGES, the level and ROW_SUM, meaning 0)."""
     if _state.get("configs"):
@@ -571,8 +558,6 @@ def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
     out = [cfg + (level, 0) for level in range(len(_ROW_PROGRAM_LEVELS)) for cfg in sizes(base)]
     first = len(_ROW_PROGRAM_LEVELS)
     out += [cfg + (first + i, 1) for i in range(len(_ROW_SUM_LEVELS)) for cfg in sizes(_ROW_SUM_BASE)]
-    if _ROW_SUM_PAIRS_ON and cmax >= 256:  # two channels per thread need 256 of them per 4 warps
-        out += [cfg + (first + i, 2) for i in range(len(_ROW_SUM_LEVELS)) for cfg in sizes(_ROW_SUM_PAIRS)]
     return out
 
 
@@ -676,18 +661,11 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     choices: list = []
     errors = []
     offered = set()
-    # ROW_SUM 2 (_ROW_SUM_PAIRS): the coefficient rows gathered once per pair of adjacent channels,
-    # which needs the pairs inside one group: an even group width, known when compiling, and a
-    # per-group row; elsewhere such a config runs as the plain ROW_SUM loop
-    pairs_ok = (not (spec.num_shared and spec.den_shared) and isinstance(C, (int, sympy.Integer))
-                and (int(C) // G) % 2 == 0)
     for block_r, block_c, warps, stages, pipe, level, row_sum in configs:
-        pairs = row_sum == 2 and pairs_ok
-        row_sum = 1 if row_sum == 2 else row_sum
         nprog_run = level_programs[level]
-        if (block_r, block_c, warps, stages, pipe, nprog_run, row_sum, pairs) in offered:  # levels that coincide
+        if (block_r, block_c, warps, stages, pipe, nprog_run, row_sum) in offered:  # levels that coincide
             continue
-        offered.add((block_r, block_c, warps, stages, pipe, nprog_run, row_sum, pairs))
+        offered.add((block_r, block_c, warps, stages, pipe, nprog_run, row_sum))
         err = _template().maybe_append_choice(
             choices,
             input_nodes=inputs,
@@ -701,7 +679,6 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             NLEAD=len(out_size) - 1, NPROG=nprog, NPROG_RUN=nprog_run, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
             PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c, DX_INTO_GY=into_grad,
             ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp, ROW_SUM=int(row_sum),
-            PAIRS=int(pairs),
             call_sizes=[R, C],
         )
         if err is not None:
