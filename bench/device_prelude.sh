@@ -35,3 +35,13 @@ train_step() {
     step "$name" "$secs" python3 bench/bench_train.py "$@" --out "$OUT/$name.json"
     grep -E "median|Error|^kat_" "$OUT/$name.log" | cut -c1-200 | head -12
 }
+
+# `wall_summary`: the graphed step's lines (wall against GPU time, its kernels) of every
+# $OUT/wall_*.log, one block per log
+wall_summary() {
+    local f
+    for f in "$OUT"/wall_*.log; do
+        echo "-- $(basename "$f")"
+        grep -E "one CUDA graph|GPU f\+b:" "$f" | cut -c1-160
+    done
+}

@@ -68,11 +68,8 @@ def _generate(args, path: str) -> None:
         raise SystemExit(f"code generation failed:\n{proc.stderr[-4000:]}")
 
 
-def _compile_template(code_path: str, fast_rcp: bool):
-    sys.path.insert(0, TESTS)
-    import importlib.util
-
-    import sm90_compile as smc
+def _compile_template(smc, code_path: str, fast_rcp: bool):
+    """The template kernel of the generated code, compiled for sm_90 (tests/sm90_compile.py)."""
     import triton
     from triton.compiler import ASTSource
 
@@ -80,34 +77,17 @@ def _compile_template(code_path: str, fast_rcp: bool):
     if fast_rcp:
         code, n = re.subn(r"FAST_RCP : tl\.constexpr = (0|False)", "FAST_RCP : tl.constexpr = 1", code)
         assert n, "no FAST_RCP define in the generated code"
-    for i, (_, name, source) in enumerate(smc._KERNEL.findall(code)):
+    for name, _, meta, fn in smc.kernels(code):
         if not name.startswith("triton_tem_"):
             continue
-        meta = smc._decorator_kwargs(source)
-        tmp = tempfile.mkdtemp(prefix="sass_")
-        path = os.path.join(tmp, f"k{i}_{name}.py")
-        with open(path, "w") as f:
-            f.write(smc._without_decorator(source))
-        spec = importlib.util.spec_from_file_location(f"k{i}_{name}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        fn = getattr(mod, name)
         tmeta = meta.get("triton_meta", {})
         names = fn.arg_names
         src = ASTSource(fn=fn, signature=dict(tmeta.get("signature", {})),
                         constexprs={(names.index(k),): v for k, v in tmeta.get("constants", {}).items()
                                     if k in names}, attrs=(tmeta.get("configs") or [None])[0])
-        k = triton.compile(src, target=smc.TARGET, options={"num_warps": meta.get("num_warps", 4),
-                                                            "num_stages": meta.get("num_stages", 1)})
-        return k, source
+        return triton.compile(src, target=smc.TARGET, options={"num_warps": meta.get("num_warps", 4),
+                                                               "num_stages": meta.get("num_stages", 1)})
     raise SystemExit("no triton_tem_ kernel in the generated code")
-
-
-def _registers(kernel) -> int:
-    sys.path.insert(0, TESTS)
-    import sm90_compile as smc
-
-    return smc._registers(kernel.asm["cubin"])
 
 
 def _sass(cubin: bytes) -> str:
@@ -162,12 +142,16 @@ def main() -> None:
     args = ap.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("run with TRITON_INTERPRET unset")
+    sys.path.insert(0, TESTS)
+    import sm90_compile as smc
+
     with tempfile.TemporaryDirectory() as tmp:
         code_path = os.path.join(tmp, "code.py")
         _generate(args, code_path)
-        kernel, _ = _compile_template(code_path, bool(args.fast_rcp))
+        kernel = _compile_template(smc, code_path, bool(args.fast_rcp))
         code = open(code_path).read()
     sass = _sass(kernel.asm["cubin"])
+    registers = smc._registers(kernel.asm["cubin"])
     if args.dump:
         with open(args.dump, "w") as f:
             f.write(sass)
@@ -178,10 +162,10 @@ def main() -> None:
     per_warp = br * bc / warps
     per_elem = len(body) * 32 / per_warp
     print(f"{args.dtype} {args.shape} config {args.config} row_sum {args.row_sum}: loop {len(body)} instructions, "
-          f"{per_warp:.0f} elements per warp per trip, {per_elem:.2f} per element; registers {_registers(kernel)}")
+          f"{per_warp:.0f} elements per warp per trip, {per_elem:.2f} per element; registers {registers}")
     for op, n in ops.most_common():
         print(f"  {op:10s} {n:5d}  {n * 32 / per_warp:6.2f} per element")
-    print("RESULT" + json.dumps({"loop": len(body), "per_element": per_elem, "registers": _registers(kernel),
+    print("RESULT" + json.dumps({"loop": len(body), "per_element": per_elem, "registers": registers,
                                  "ops": dict(ops)}))
 
 

@@ -18,4 +18,4 @@ ARGS="--graph-capture --dtypes bfloat16,float16 --shapes 128x197x3072"
 step wall_pairs "${S2:-80}" env FLASHKAT_ROW_SUM_PAIRS=1 python3 bench/bench_rational.py $ARGS --methods flashkat_compiled_op \
     --out "$OUT/wall_pairs.json"
 step wall_inductor "${S3:-40}" python3 bench/bench_rational.py $ARGS --methods inductor_safe_pau --out "$OUT/wall_inductor.json"
-for f in "$OUT"/wall_*.log; do echo "-- $(basename "$f")"; grep -E "one CUDA graph|GPU f\+b:" "$f" | cut -c1-160; done
+wall_summary

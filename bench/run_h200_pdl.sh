@@ -30,7 +30,7 @@ if [[ "$PARTS" == *" wall "* ]]; then
                 python3 bench/bench_rational.py $ARGS --methods flashkat_compiled_op --out "$OUT/wall_${name}_r${round}.json"
         done
     done
-    for f in "$OUT"/wall_*.log; do echo "-- $(basename "$f")"; grep -E "one CUDA graph|GPU f\+b:" "$f" | cut -c1-150; done
+    wall_summary
 fi
 if [[ "$PARTS" == *" suite "* ]]; then
     step suite_f32 "${S3:-120}" env FLASHKAT_ONE_FINISH=1 FLASHKAT_FORWARD_ELEMENTS_PER_THREAD=0 \

@@ -32,7 +32,7 @@ if [[ "$PARTS" == *" wall "* ]]; then
                 python3 bench/bench_rational.py $ARGS --methods flashkat_compiled_op --out "$OUT/wall_${name}_r${round}.json"
         done
     done
-    for f in "$OUT"/wall_*.log; do echo "-- $(basename "$f")"; grep -E "one CUDA graph|GPU f\+b:" "$f" | cut -c1-150; done
+    wall_summary
 fi
 if [[ "$PARTS" == *" tests "* ]]; then
     step pytest_cuda_one_finish "${S3:-120}" env FLASHKAT_ONE_FINISH=1 python3 -m pytest -q -p no:cacheprovider -rs \

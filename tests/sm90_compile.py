@@ -153,19 +153,23 @@ def _without_decorator(source: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def inductor(code_path: str, regs=None) -> dict:
-    code = open(code_path).read()
-    out = {}
+def kernels(code: str):
+    """(name, source, decorator kwargs, the @triton.jit function) of each kernel in Inductor's
+    generated ``code``, the function imported from a file of its own without the decorator."""
     tmp = tempfile.mkdtemp(prefix="sm90_")
     for i, (_, name, source) in enumerate(_KERNEL.findall(code)):
-        meta = _decorator_kwargs(source)
         path = os.path.join(tmp, f"k{i}_{name}.py")
         with open(path, "w") as f:
             f.write(_without_decorator(source))
         spec = importlib.util.spec_from_file_location(f"k{i}_{name}", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        fn = getattr(mod, name)
+        yield name, source, _decorator_kwargs(source), getattr(mod, name)
+
+
+def inductor(code_path: str, regs=None) -> dict:
+    out = {}
+    for name, _, meta, fn in kernels(open(code_path).read()):
         tmeta = meta.get("triton_meta", {})
         sig = dict(tmeta.get("signature", {}))
         consts = {}
