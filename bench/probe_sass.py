@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--config", default="16,128,4,4,4", help="BLOCK_R,BLOCK_C,warps,stages,PIPE_STAGES")
     ap.add_argument("--row-sum", type=int, default=1)
     ap.add_argument("--fast-rcp", type=int, default=1, help="1: as on CUDA in float32 compute")
-    ap.add_argument("--dump", default=None, help="write the whole SASS here")
+    ap.add_argument("--dump", default=None, help="write the whole SASS here (and beside it the generated code, .py, and the TTGIR, .ttgir)")
     args = ap.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("run with TRITON_INTERPRET unset")
@@ -157,6 +157,8 @@ def main() -> None:
             f.write(sass)
         with open(args.dump + ".py", "w") as f:
             f.write(code)
+        with open(args.dump + ".ttgir", "w") as f:
+            f.write(kernel.asm.get("ttgir", ""))
     body, ops = innermost_loop(sass)
     br, bc, warps = (int(v) for v in args.config.split(",")[:3])
     per_warp = br * bc / warps

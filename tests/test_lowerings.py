@@ -424,16 +424,19 @@ def test_row_sum_levels_from_the_environment(monkeypatch):
     assert bw._ROW_SUM_LEVELS == ((128, 8), (128, 5)) and bw._all_levels() == ((128, 4), (128, 8), (128, 5))
     configs = bw._template_configs(3072, torch.bfloat16, 10)
     plain = [c for c in configs if not c[6]]
-    row_sum = [c for c in configs if c[6]]
+    row_sum = [c for c in configs if c[6] == 1]
+    lanes = [c for c in configs if c[6] == 2]  # the LANES loops, at the same levels
     assert len(plain) == 11 and {c[5] for c in plain} == {0}
     assert len(row_sum) == 2 * len(bw._ROW_SUM_BASE) and {c[5] for c in row_sum} == {1, 2}
+    assert len(lanes) == 2 * len(bw._LANES_BASE) and {c[5] for c in lanes} == {1, 2}
+    assert len(configs) == len(plain) + len(row_sum) + len(lanes)
     # pipelined loops only: 4 warps over 128 channels, 2 over 64
     assert all(c[4] > 0 and c[2] == c[1] // 32 for c in row_sum) and {c[1] for c in row_sum} == {64, 128}
     cpu = torch.device("cpu")  # 2 stand-in SMs: 3072 channels are 24 tiles of 128
     assert [bw._row_programs(cpu, 128 * 197, 3072, lv) for lv in bw._all_levels()] == [1, 1, 1]
     assert [bw._row_programs(cpu, 128 * 197, 128, lv) for lv in bw._all_levels()] == [8, 16, 10]
     # float64 and long coefficient sets halve the rows: 16 x 128 becomes 8 x 128, offered once
-    row_sum64 = [c[:5] for c in bw._template_configs(3072, torch.float64, 10) if c[6] and c[5] == 1]
+    row_sum64 = [c[:5] for c in bw._template_configs(3072, torch.float64, 10) if c[6] == 1 and c[5] == 1]
     assert row_sum64 == [(8, 128, 4, 4, 4), (8, 128, 4, 3, 3), (4, 128, 4, 4, 4), (4, 128, 4, 3, 3),
                          (8, 64, 2, 4, 4), (16, 64, 2, 3, 3)]
     # a config may leave out its level and ROW_SUM (0 both)
@@ -443,6 +446,38 @@ def test_row_sum_levels_from_the_environment(monkeypatch):
         monkeypatch.setenv("FLASHKAT_ROW_SUM_LEVELS", bad)
         with pytest.raises(ValueError, match="FLASHKAT_ROW_SUM_LEVELS"):
             bw._row_sum_levels_from_env()
+
+
+def test_lanes_from_the_environment(monkeypatch):
+    """FLASHKAT_LANES: the LANES loops (ROW_SUM 2) offered by default, withdrawn with 0; where
+    VEC (16 bytes of x) does not divide C, the group width, BLOCK_C and the slabs, never built."""
+    from flashkat_inductor.lowerings import backward as bw
+
+    monkeypatch.delenv("FLASHKAT_LANES", raising=False)
+    assert bw._lanes_from_env() is True
+    monkeypatch.setenv("FLASHKAT_LANES", "0")
+    assert bw._lanes_from_env() is False
+    monkeypatch.setattr(bw, "_LANES", False)
+    assert all(c[6] != 2 for c in bw._template_configs(3072, torch.bfloat16, 10))
+    for bad in ("2", "-1", "yes"):
+        monkeypatch.setenv("FLASHKAT_LANES", bad)
+        with pytest.raises(ValueError, match="FLASHKAT_LANES"):
+            bw._lanes_from_env()
+
+    class Spec:  # the one field _lanes_fit reads
+        def __init__(self, width):
+            self.width = width
+
+    assert bw._lanes_fit(Spec(384), 3072, 8, 128, 4, 64, 64)
+    assert bw._lanes_fit(Spec(24), 192, 8, 64, 3, 8, 8)
+    assert not bw._lanes_fit(Spec(25), 200, 8, 64, 3, 1, 1)  # 200 channels, groups of 25
+    assert not bw._lanes_fit(Spec(12), 96, 8, 64, 3, 4, 4)  # groups of 12 bf16 channels
+    assert bw._lanes_fit(Spec(12), 96, 4, 64, 3, 4, 4)  # float32: 4 per 16 bytes
+    assert not bw._lanes_fit(Spec(384), 3072, 8, 128, -2, 64, 64)  # register-prefetch loops
+    assert not bw._lanes_fit(Spec(384), 3072, 8, 128, 4, 1, 64)  # per-channel entries
+    assert not bw._lanes_fit(Spec(384), 3072, 1, 128, 4, 64, 64)  # one channel per 16 bytes: no lanes
+    assert [bw._row_reps(16, 128, 4, 8), bw._row_reps(8, 128, 4, 8), bw._row_reps(16, 64, 2, 8),
+            bw._row_reps(16, 256, 8, 8), bw._row_reps(4, 64, 4, 4)] == [2, 1, 2, 2, 1]
 
 
 def test_registration_is_lazy_and_idempotent():
@@ -884,7 +919,8 @@ def test_cuda_every_template_config(monkeypatch):
     bf16 and float32, dx over dy, against float64."""
     from flashkat_inductor.lowerings import backward as bw
 
-    configs = bw._template_configs(3072, torch.float32, 10)  # the default levels, ROW_SUM's too
+    # the default levels, ROW_SUM's too (the LANES loops: test_cuda_lanes_configs)
+    configs = [c for c in bw._template_configs(3072, torch.float32, 10) if c[6] != 2]
     monkeypatch.setattr(bw, "_ROW_PROGRAM_LEVELS", ((128, 4), (256, 3)))
     configs += [(4, 256, 4, 3, 3, 1, 0), (4, 128, 4, 4, 4, 1, 0), (4, 256, 4, 1, -1, 0, 0), (2, 256, 4, 1, -2, 1, 0)]
     assert {c[4] > 0 for c in configs} == {True, False} and {c[5] for c in configs} >= {0, 1}
@@ -908,6 +944,52 @@ def test_cuda_every_template_config(monkeypatch):
                 out = torch.compile(f, backend="inductor", fullgraph=True)(dy0, x, a, b)
                 ref = reference_backward(dy0 * 2.0, x, a, b, "safe", "kat")
                 # bf16: dx rounded once (2^-9); the coefficient gradients summed in float32
+                bounds = [F32_BOUND] * 3 if x.dtype == torch.float32 else [1e-2, 1e-5, 1e-5]
+                errs = [rel_err(u, v) for u, v in zip(out, ref)]
+                assert out[0].dtype == x.dtype and all(e <= t for e, t in zip(errs, bounds)), \
+                    (cfg, tuple(x.shape), x.dtype, errs)
+    finally:
+        bw._state.pop("configs", None)
+
+
+@cuda
+def test_cuda_lanes_configs():
+    """The LANES loops (ROW_SUM 2: VEC adjacent channels per thread), each forced alone and compiled
+    by Triton's CUDA back end, at both ROW_SUM levels: ragged rows, a ragged last channel tile
+    (192 channels), KAT's 3072, per-group and shared rows, zeros of both signs, bf16 / fp16 /
+    float32, dx over dy and dx through an epilogue, against float64."""
+    from torch._inductor.utils import run_and_get_code
+
+    from flashkat_inductor.lowerings import backward as bw
+
+    configs = [c for c in bw._template_configs(3072, torch.float32, 10) if c[6] == 2]
+    assert len(configs) == len(bw._LANES_BASE) * len(bw._ROW_SUM_LEVELS) and configs
+    cases = []
+    for shape, (gn, gd), dt in [((7, 33, 192), (8, 8), torch.float32), ((7, 33, 192), (1, 8), torch.bfloat16),
+                                ((3, 5, 3072), (8, 8), torch.float16), ((3, 5, 3072), (1, 8), torch.bfloat16)]:
+        x = torch.randn(*shape, device="cuda").to(dt)
+        x[0, 0, :7] = 0.0
+        x[0, 1, :7] = -0.0
+        a, b = coefficients(6, 4, gn, gd, form="safe", device="cuda", zeros=True)
+        cases.append((uniform_grad(shape, dt, device="cuda"), x, a, b))
+
+    def over_dy(dy0, x, a, b):  # dy computed in the graph and read by the backward alone: dx over dy
+        return torch.ops.flashkat.rational_bwd(dy0 * 2.0, x, a, b, "safe", "kat")
+
+    def epilogue(dy0, x, a, b):
+        dx, da, db = torch.ops.flashkat.rational_bwd(dy0, x, a, b, "safe", "kat")
+        return dx * 2.0, da, db
+
+    try:
+        for cfg in configs:
+            bw._state["configs"] = [cfg]
+            for i, (dy0, x, a, b) in enumerate(cases):
+                f = over_dy if i % 2 else epilogue
+                torch._dynamo.reset()
+                out, codes = run_and_get_code(torch.compile(f, backend="inductor", fullgraph=True), dy0, x, a, b)
+                assert re.search(r"ROW_SUM\s*(: tl.constexpr)?\s*=\s*2", "\n".join(codes)), cfg
+                ref = reference_backward(dy0 * 2.0 if i % 2 else dy0, x, a, b, "safe", "kat")
+                ref = (ref[0] if i % 2 else 2.0 * ref[0], ref[1], ref[2])
                 bounds = [F32_BOUND] * 3 if x.dtype == torch.float32 else [1e-2, 1e-5, 1e-5]
                 errs = [rel_err(u, v) for u, v in zip(out, ref)]
                 assert out[0].dtype == x.dtype and all(e <= t for e, t in zip(errs, bounds)), \

@@ -76,7 +76,7 @@ _FINISH_DTYPE = torch.float64
 def lowering_switches() -> tuple:
     """The backward lowering's switches, for the passes' cache key (backend._switches)."""
     return (_ROW_PROGRAM_LEVELS, _ROW_SUM_LEVELS, _MIN_ROWS_PER_PROGRAM, _ONE_LAYER_MAX_TERMS,
-            _SLAB_MAX_CHANNELS, _ONE_FINISH, repr(sorted(_state.items())))
+            _SLAB_MAX_CHANNELS, _ONE_FINISH, _LANES, _ROWS_REVERSED, repr(sorted(_state.items())))
 
 
 def set_backward_mode(mode: str) -> None:
@@ -495,6 +495,36 @@ _ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 
 # shared memory two or four at a time (sm_90 build at 3072 bf16: 47.5 instructions per element and
 # 96 registers, against 48.75 and 105 for 16 x 128).  Offered beside these, the autotuner kept
 # 16 x 128 at 3072 bf16 and fp16 (150.4-150.8 us), so they went.
+# LANES (ROW_SUM 2 in backward.py.jinja): the ROW_SUM loops' work in the loads' own layout, VEC
+# adjacent channels (16 bytes) per thread, the coefficient rows gathered once per VEC channels of
+# one group, and each thread's terms summed in the thread (its VEC channels of each of its rows).
+# The other loops hold one column per thread (the per-group coefficient rows' layout), so Triton
+# reads x and dy back from the pipeline's shared memory one 16-bit element at a time and
+# transposes dx through shared memory for its store.  sm_90 build at 3072 bf16, 16 x 128 pipelined
+# 4 deep (bench/probe_sass.py): 47.1 instructions per element against 48.75 (LDS.128 instead of
+# LDS.U16, no transpose), 128 registers against 105 (four 4-warp programs per SM both).  Offered
+# beside the others where VEC divides C, the group width, BLOCK_C and the slabs (_lanes_fit), at
+# the ROW_SUM levels; FLASHKAT_LANES=0 withdraws them.
+_LANES_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (16, 256, 8, 3, 3), (16, 64, 2, 4, 4)]
+
+
+def _lanes_from_env() -> bool:
+    """FLASHKAT_LANES: 1 (the default) or 0."""
+    return bool(int_from_env("FLASHKAT_LANES", 1, lambda v: v in (0, 1), "0 or 1"))
+
+
+_LANES = _lanes_from_env()
+
+# ROWS_REVERSED: the pipelined loops walk their row blocks from the last to the first, so that a
+# backward begins with the rows read or written last before it, which may still be in L2 (50 MB on
+# an H200): dy's last rows in a training step (the next layer's backward has just written dy, in
+# row order), x's in a lone rational's graphed step (its forward has just read x).  H200, 128 x
+# 197 x 3072, one CUDA graph per step, two interleaved rounds in one call: the template 144.0-146.6
+# us against 152.3-153.3, the step 0.224-0.227 ms wall against 0.232-0.233 in bf16 / fp16 (device
+# call 51 of 2026-11-29, bench/run_h200_orders.sh).  The same run had the grid as (column tiles,
+# row programs), so that the programs running together read whole rows: no faster (0.233-0.235),
+# nor with both (0.231-0.234), so that order went.  FLASHKAT_ROWS_REVERSED=0 walks them forwards.
+_ROWS_REVERSED = bool(int_from_env("FLASHKAT_ROWS_REVERSED", 1, lambda v: v in (0, 1), "0 or 1"))
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 
@@ -558,6 +588,8 @@ def _template_configs(C_hint: int, cdt: torch.dtype, k: int):
     out = [cfg + (level, 0) for level in range(len(_ROW_PROGRAM_LEVELS)) for cfg in sizes(base)]
     first = len(_ROW_PROGRAM_LEVELS)
     out += [cfg + (first + i, 1) for i in range(len(_ROW_SUM_LEVELS)) for cfg in sizes(_ROW_SUM_BASE)]
+    if _LANES:
+        out += [cfg + (first + i, 2) for i in range(len(_ROW_SUM_LEVELS)) for cfg in sizes(_LANES_BASE)]
     return out
 
 
@@ -661,7 +693,10 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     choices: list = []
     errors = []
     offered = set()
+    vec = max(1, 16 // x.get_dtype().itemsize)  # channels per 16 bytes of x: the LANES loops (ROW_SUM 2)
     for block_r, block_c, warps, stages, pipe, level, row_sum in configs:
+        if row_sum == 2 and not _lanes_fit(spec, C, vec, block_c, pipe, slab_num, slab_den):
+            continue
         nprog_run = level_programs[level]
         if (block_r, block_c, warps, stages, pipe, nprog_run, row_sum) in offered:  # levels that coincide
             continue
@@ -678,7 +713,10 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
             FORM=_FORM_ID[spec.form], ZERO_KAT=spec.zero_sign == "kat",
             NLEAD=len(out_size) - 1, NPROG=nprog, NPROG_RUN=nprog_run, SLAB_NUM=slab_num, SLAB_DEN=slab_den,
             PER_NUM=per_num, PER_DEN=per_den, BLOCK_R=block_r, BLOCK_C=block_c, DX_INTO_GY=into_grad,
-            ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp, ROW_SUM=int(row_sum),
+            ACC_TYPE=_TL_ACC[spec.cdt], PIPE_STAGES=pipe, FAST_RCP=fast_rcp, ROW_SUM=int(row_sum), VEC=vec,
+            ROW_REPS=_row_reps(block_r, block_c, warps, vec) if row_sum == 2 else 1,
+            EVEN_C=int(isinstance(C, (int, sympy.Integer)) and int(C) % block_c == 0),
+            ROWS_REVERSED=int(_ROWS_REVERSED and pipe > 0),
             call_sizes=[R, C],
         )
         if err is not None:
@@ -702,6 +740,24 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
     # per output, with the sign of b and the cast fused after it.
     return (dx, *_finish_from_workspaces(spec, nprog, numerator, denominator,
                                          (ws_num, slab_num, per_num), (ws_den, slab_den, per_den)))
+
+
+def _lanes_fit(spec: LoweringSpec, C, vec: int, block_c: int, pipe: int, slab_num: int, slab_den: int) -> bool:
+    """A LANES loop (ROW_SUM 2: VEC adjacent channels of one group per lane group, summed in the
+    thread) applies where VEC divides C, the group width, BLOCK_C and both workspaces' slabs."""
+    width = spec.width
+    return (vec > 1 and pipe >= 0 and isinstance(C, (int, sympy.Integer)) and int(C) % vec == 0
+            and isinstance(width, (int, sympy.Integer)) and int(width) % vec == 0 and block_c % vec == 0
+            and slab_num % vec == 0 and slab_den % vec == 0)
+
+
+def _row_reps(block_r: int, block_c: int, warps: int, vec: int) -> int:
+    """Rows of a LANES tile that each thread holds (Triton's blocked layout of the loads: VEC
+    channels per thread, lane groups across a warp's threads, then rows across threads and warps,
+    repeated): the loop sums them in the thread too."""
+    groups = block_c // vec
+    rows_per_layout = max(1, 32 // groups) * warps
+    return max(1, block_r // rows_per_layout)
 
 
 @functools.lru_cache(None)
