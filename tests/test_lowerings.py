@@ -569,6 +569,45 @@ for cfg in ((4, 64, 4, 3, 3, 0, 1), (8, 64, 4, 1, 0, 0, 1)):
     result["row_sum_code"].append(["acc1 += tl.sum(gq * x1, 0, keep_dims=True)" in code,
                                    "acc0 = tl.zeros((1, BLOCK_C), ACC_TYPE)" in code, "tl.fma(gq, x1, acc1)" in code])
 
+# (1c) LANES loops (ROW_SUM 2: VEC adjacent channels of one group per thread, VEC 4 in float32 and 8
+#      in bf16) at 192 channels (a ragged last 128-wide tile), zeros of both signs: pipelined with the
+#      row blocks walked from the last (the default), `while`, and pipelined walked forwards
+#      (ROWS_REVERSED off, also the other loops' order before it)
+lcases = [("safe", "kat", 1, 8, 6, 4), ("safe", "torch", 8, 8, 6, 4), ("signed", "kat", 4, 4, 6, 4),
+          ("abs_sum", "kat", 8, 1, 6, 4)]
+def lf(*flat):
+    outs = []
+    for i, (form, zs, *_ ) in enumerate(lcases):
+        dy, x, a, b = flat[4 * i: 4 * i + 4]
+        dx, da, db = torch.ops.flashkat.rational_bwd(dy, x, a, b, form, zs)
+        outs += [dx * 3.0 + 1.0, da, db]
+    return outs
+result["lanes_errs"], result["lanes_code"] = [], []
+for dt in (torch.float32, torch.bfloat16):
+    largs = []
+    for form, zs, gn, gd, m, n in lcases:
+        x = torch.randn(3, 11, 192)
+        x[0, 0, :5] = 0.0
+        x[0, 1, :5] = -0.0
+        a, b = coefficients(m, n, gn, gd, form=form, zeros=True)
+        largs += [(torch.rand(3, 11, 192) + 0.5).to(dt), x.to(dt), a, b]
+    for cfg, rev in (((4, 64, 4, 3, 3, 0, 2), True), ((8, 128, 4, 1, 0, 0, 2), True), ((4, 64, 4, 3, 3, 0, 2), False)):
+        bw._state["configs"] = [cfg]
+        bw._ROWS_REVERSED = rev
+        torch._dynamo.reset()
+        out, codes = run_and_get_code(torch.compile(lf, backend="inductor", fullgraph=True), *largs)
+        code = "\n".join(codes)
+        errs = []
+        for i, (form, zs, *_ ) in enumerate(lcases):
+            dy, x, a, b = largs[4 * i: 4 * i + 4]
+            ref = reference_backward(dy, x, a, b, form, zs)
+            errs.append([rel_err(out[3 * i], ref[0] * 3 + 1), rel_err(out[3 * i + 1], ref[1]), rel_err(out[3 * i + 2], ref[2])])
+        result["lanes_errs"].append([str(dt), errs])
+        result["lanes_code"].append([bool(re.search(r"ROW_SUM\s*(: tl.constexpr)?\s*=\s*2\b", code)),
+                                     "tl.reshape(x, (BLOCK_R, BLOCK_C // VEC, VEC))" in code,
+                                     "blk = pid_p + it * NPROG_RUN" in code])
+bw._ROWS_REVERSED = True
+
 # (2) training step: x * 2 -> rational -> + 1 forward fused (Triton), bf16 x, dynamic batch
 bw._state["configs"] = [(8, 64, 4, 1)]
 a, b = coefficients(6, 4, 1, 8, kind="gelu")
@@ -796,6 +835,13 @@ def test_triton_template_on_cpu_interpreter():
     # ROW_SUM: every form and layout as exact, (1, BLOCK_C) accumulators summed per row block
     assert len(res["row_sum_errs"]) == 10 and max(max(e) for e in res["row_sum_errs"]) <= F32_BOUND, res["row_sum_errs"]
     assert res["row_sum_code"] == [[True, True, False]] * 2, res["row_sum_code"]
+    # LANES: as exact in float32; in bf16 dx rounded once (2^-9), the coefficient sums in float32;
+    # the row blocks walked from the last in the pipelined loop by default, forwards without
+    assert [d for d, _ in res["lanes_errs"]] == ["torch.float32"] * 3 + ["torch.bfloat16"] * 3, res["lanes_errs"]
+    for dt, errs in res["lanes_errs"]:
+        bounds = [F32_BOUND] * 3 if dt == "torch.float32" else [1e-2, 1e-5, 1e-5]
+        assert len(errs) == 4 and all(e <= t for case in errs for e, t in zip(case, bounds)), (dt, errs)
+    assert res["lanes_code"] == [[True, True, True], [True, True, False], [True, True, False]] * 2, res["lanes_code"]
     # forward: x * 2, the rational and + 1 in one Triton kernel; backward through the template
     fwd = [k for k in res["fwd_kernels"] if "rational_fwd" in k]
     assert len(fwd) == 1 and "add" in fwd[0] and "mul" in fwd[0] and len(res["fwd_kernels"]) == 1, res

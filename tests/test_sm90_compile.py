@@ -84,6 +84,10 @@ assert "keep_dims=True" in codes6[0]
 # ROW_SUM with 16 x 128 tiles pipelined 4 deep: the autotuner's pick at 768-3072 bf16 on the H200
 codes7 = bwd_code((16, 128, 4, 4, 4, 0, 1), dyb, xb, a1, b)
 assert "keep_dims=True" in codes7[0] and "BLOCK_R : tl.constexpr = 16" in codes7[0]
+# LANES (ROW_SUM 2): 16 x 64 tiles over 2 warps pipelined 4 deep, 8 adjacent channels per thread
+# (the H200's pick at 192-3072 bf16 since device call 52)
+codes8 = bwd_code((16, 64, 2, 4, 4, 0, 2), dyb, xb, a1, b)
+assert "tl.reshape(x, (BLOCK_R, BLOCK_C // VEC, VEC))" in codes8[0] and "blk = pid_p + it * NPROG_RUN" in codes8[0]
 # the generated code runs here on the interpreter, which cannot run inline PTX: compile the CUDA
 # variant, where the lowering sets FAST_RCP (1/q as rcp.approx.ftz.f32) for float32 compute
 cuda = lambda cs: [c.replace("FAST_RCP : tl.constexpr = False", "FAST_RCP : tl.constexpr = True") for c in cs]
@@ -103,7 +107,7 @@ for x5, form in ((xb, "safe"), (xb.float(), "abs_sum"), (xb, "signed")):
         asm_count.append(sum(c.count("rcp.approx.ftz.f32") for c in got))
 assert min(asm_count[:4]) > 0 and asm_count[4:] == [0, 0], asm_count  # signed: q may be < 1
 for suffix, cs in (("", codes), (".while.py", codes2), (".bf16.py", codes3), (".prefetch.py", codes4),
-                   (".rowsum.py", codes6), (".rowsum16.py", codes7), (".fastdiv.py", codes5)):
+                   (".rowsum.py", codes6), (".rowsum16.py", codes7), (".lanes.py", codes8), (".fastdiv.py", codes5)):
     with open({path!r} + suffix, "w") as fh:
         fh.write("\n".join(cuda(cs)))
 print("RESULT" + json.dumps({{"kernels": sum(c.count("async_compile.triton(") for c in codes),
@@ -160,6 +164,10 @@ def test_inductor_generated_kernels_compile_for_sm90(tmp_path):
     # five programs per SM; 226 there without ROW_SUM): at most 112
     regs = _template_registers(path + ".rowsum16.py")
     assert regs <= 112, regs
+    # LANES, bf16 16 x 64 over 2 warps pipelined 4 deep (bench/probe_sass.py at 3072: 128 registers,
+    # 47.1 instructions per element): eight 64-thread programs per SM at 128
+    regs = _template_registers(path + ".lanes.py")
+    assert regs <= 128, regs
     # the forward with its CUDA division (y = p * rcp.approx(q), inline PTX), alone and fused
     res = _compile("inductor", path + ".fastdiv.py")
     assert any(k.startswith("triton_poi_") for k in res), sorted(res)

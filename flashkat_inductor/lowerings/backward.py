@@ -502,10 +502,17 @@ _ROW_SUM_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (8, 
 # reads x and dy back from the pipeline's shared memory one 16-bit element at a time and
 # transposes dx through shared memory for its store.  sm_90 build at 3072 bf16, 16 x 128 pipelined
 # 4 deep (bench/probe_sass.py): 47.1 instructions per element against 48.75 (LDS.128 instead of
-# LDS.U16, no transpose), 128 registers against 105 (four 4-warp programs per SM both).  Offered
-# beside the others where VEC divides C, the group width, BLOCK_C and the slabs (_lanes_fit), at
-# the ROW_SUM levels; FLASHKAT_LANES=0 withdraws them.
-_LANES_BASE = [(16, 128, 4, 4, 4), (16, 128, 4, 3, 3), (8, 128, 4, 4, 4), (16, 256, 8, 3, 3), (16, 64, 2, 4, 4)]
+# LDS.U16, no transpose), 128 registers against 105 (four 4-warp programs per SM both).  On the
+# H200 (device call 50 of 2026-11-29, bench/run_h200_lanes.sh) every choice's autotuning time was
+# within 1% of the best ROW_SUM loop's at 768-3072 channels in bf16 / fp16 (3072 bf16: 148.7 us
+# against 149.3), the graphed step 0.232-0.234 ms against 0.232-0.233 without them; with the row
+# blocks walked from the last (ROWS_REVERSED below) they were the autotuner's pick at every width
+# from 192 to 3072 in bf16 and fp16 (call 52, bench/run_h200_defaults.sh; float32 kept the plain
+# 4 x 128 loop), always one of these two, so only they are offered (five offered at first: each
+# choice costs compile and autotuning time, KAT-T bf16's first step took 87 s against 51 s with
+# none, call 53).  Offered beside the others where VEC divides C, the group width, BLOCK_C and the
+# slabs (_lanes_fit), at the ROW_SUM levels; FLASHKAT_LANES=0 withdraws them.
+_LANES_BASE = [(16, 128, 4, 4, 4), (16, 64, 2, 4, 4)]
 
 
 def _lanes_from_env() -> bool:
