@@ -475,7 +475,7 @@ def test_lanes_from_the_environment(monkeypatch):
     assert bw._lanes_fit(Spec(12), 96, 4, 64, 3, 4, 4)  # float32: 4 per 16 bytes
     assert not bw._lanes_fit(Spec(384), 3072, 8, 128, -2, 64, 64)  # register-prefetch loops
     assert not bw._lanes_fit(Spec(384), 3072, 8, 128, 4, 1, 64)  # per-channel entries
-    assert not bw._lanes_fit(Spec(384), 3072, 1, 128, 4, 64, 64)  # one channel per 16 bytes: no lanes
+    assert not bw._lanes_fit(Spec(384), 3072, 2, 128, 4, 64, 64)  # float64 x: the other loops
     assert [bw._row_reps(16, 128, 4, 8), bw._row_reps(8, 128, 4, 8), bw._row_reps(16, 64, 2, 8),
             bw._row_reps(16, 256, 8, 8), bw._row_reps(4, 64, 4, 4)] == [2, 1, 2, 2, 1]
 
@@ -532,17 +532,20 @@ for form, zs, gn, gd, m, n in cases:
     a, b = coefficients(m, n, gn, gd, form=form, zeros=True)
     args += [torch.rand(3, 11, 80) + 0.5, x, a, b]
 
-def f(*flat):
-    outs = []
-    for i, (form, zs, *_ ) in enumerate(cases):
-        dy, x, a, b = flat[4 * i: 4 * i + 4]
-        dx, da, db = torch.ops.flashkat.rational_bwd(dy, x, a, b, form, zs)
-        outs += [dx * 3.0 + 1.0, da, db]
-    return outs
+def graph_of(cases):  # one graph: each case's backward op, dx through an epilogue
+    def f(*flat):
+        outs = []
+        for i, (form, zs, *_ ) in enumerate(cases):
+            dy, x, a, b = flat[4 * i: 4 * i + 4]
+            dx, da, db = torch.ops.flashkat.rational_bwd(dy, x, a, b, form, zs)
+            outs += [dx * 3.0 + 1.0, da, db]
+        return outs
+    return f
 
+f = graph_of(cases)
 out, codes = run_and_get_code(torch.compile(f, backend="inductor", fullgraph=True), *args)
 code = "\n".join(codes)
-def case_errors(out):  # [dx, da, db] errors of each case of f against float64
+def case_errors(out, cases=cases, args=args):  # [dx, da, db] errors of each case against float64
     errs = []
     for i, (form, zs, *_ ) in enumerate(cases):
         dy, x, a, b = args[4 * i: 4 * i + 4]
@@ -575,13 +578,7 @@ for cfg in ((4, 64, 4, 3, 3, 0, 1), (8, 64, 4, 1, 0, 0, 1)):
 #      (ROWS_REVERSED off, also the other loops' order before it)
 lcases = [("safe", "kat", 1, 8, 6, 4), ("safe", "torch", 8, 8, 6, 4), ("signed", "kat", 4, 4, 6, 4),
           ("abs_sum", "kat", 8, 1, 6, 4)]
-def lf(*flat):
-    outs = []
-    for i, (form, zs, *_ ) in enumerate(lcases):
-        dy, x, a, b = flat[4 * i: 4 * i + 4]
-        dx, da, db = torch.ops.flashkat.rational_bwd(dy, x, a, b, form, zs)
-        outs += [dx * 3.0 + 1.0, da, db]
-    return outs
+lf = graph_of(lcases)
 result["lanes_errs"], result["lanes_code"] = [], []
 for dt in (torch.float32, torch.bfloat16):
     largs = []
@@ -597,12 +594,7 @@ for dt in (torch.float32, torch.bfloat16):
         torch._dynamo.reset()
         out, codes = run_and_get_code(torch.compile(lf, backend="inductor", fullgraph=True), *largs)
         code = "\n".join(codes)
-        errs = []
-        for i, (form, zs, *_ ) in enumerate(lcases):
-            dy, x, a, b = largs[4 * i: 4 * i + 4]
-            ref = reference_backward(dy, x, a, b, form, zs)
-            errs.append([rel_err(out[3 * i], ref[0] * 3 + 1), rel_err(out[3 * i + 1], ref[1]), rel_err(out[3 * i + 2], ref[2])])
-        result["lanes_errs"].append([str(dt), errs])
+        result["lanes_errs"].append([str(dt), case_errors(out, lcases, largs)])
         result["lanes_code"].append([bool(re.search(r"ROW_SUM\s*(: tl.constexpr)?\s*=\s*2\b", code)),
                                      "tl.reshape(x, (BLOCK_R, BLOCK_C // VEC, VEC))" in code,
                                      "blk = pid_p + it * NPROG_RUN" in code])

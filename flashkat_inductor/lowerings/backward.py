@@ -751,9 +751,10 @@ def _template_backward(grad, x, numerator, denominator, spec: LoweringSpec):
 
 def _lanes_fit(spec: LoweringSpec, C, vec: int, block_c: int, pipe: int, slab_num: int, slab_den: int) -> bool:
     """A LANES loop (ROW_SUM 2: VEC adjacent channels of one group per lane group, summed in the
-    thread) applies where VEC divides C, the group width, BLOCK_C and both workspaces' slabs."""
+    thread) applies where VEC divides C, the group width, BLOCK_C and both workspaces' slabs, and
+    VEC is 4 or more (16-bit and float32 x; float64, 2 per 16 bytes, keeps the other loops)."""
     width = spec.width
-    return (vec > 1 and pipe >= 0 and isinstance(C, (int, sympy.Integer)) and int(C) % vec == 0
+    return (vec >= 4 and pipe >= 0 and isinstance(C, (int, sympy.Integer)) and int(C) % vec == 0
             and isinstance(width, (int, sympy.Integer)) and int(width) % vec == 0 and block_c % vec == 0
             and slab_num % vec == 0 and slab_den % vec == 0)
 
