@@ -45,3 +45,10 @@ wall_summary() {
         grep -E "one CUDA graph|GPU f\+b:" "$f" | cut -c1-160
     done
 }
+
+# `template_picks LOG...`: the backward template's autotuner pick in each LOG (its
+# best_kernel_desc), one line each: tiles, row programs, pipelining, ROW_SUM mode, warps
+template_picks() {
+    grep -ho '"best_kernel_desc": "[^"]*' "$@" | sed -E \
+        's/.*BLOCK_C=([0-9]+), BLOCK_R=([0-9]+).*NPROG_RUN=([0-9]+).*PIPE_STAGES=(-?[0-9]+).*ROW_SUM=([0-9]).*num_stages=([0-9]+), num_warps=([0-9]+)/   pick R=\2 C=\1 NPROG_RUN=\3 PIPE=\4 ROW_SUM=\5 warps=\7/'
+}

@@ -33,8 +33,7 @@ if [[ "$PARTS" == *" wall "* ]]; then
         done
     done
     wall_summary
-    grep -ho '"best_kernel_desc": "[^"]*' "$OUT"/wall_lanes1_r1.log | sed -E \
-        's/.*BLOCK_C=([0-9]+), BLOCK_R=([0-9]+).*NPROG_RUN=([0-9]+).*PIPE_STAGES=(-?[0-9]+).*ROW_SUM=([0-9]).*num_stages=([0-9]+), num_warps=([0-9]+)/   pick R=\2 C=\1 NPROG_RUN=\3 PIPE=\4 ROW_SUM=\5 warps=\7/'
+    template_picks "$OUT"/wall_lanes1_r1.log
 fi
 if [[ "$PARTS" == *" choices "* ]]; then
     step choices "${S3:-170}" python3 bench/probe_template_choices.py --dtypes bfloat16,float16 \

@@ -28,6 +28,5 @@ done
 wall_summary
 for f in "$OUT"/wall_*_r1.log; do
     echo "-- picks in $(basename "$f")"
-    grep -ho '"best_kernel_desc": "[^"]*' "$f" | sed -E \
-        's/.*BLOCK_C=([0-9]+), BLOCK_R=([0-9]+).*NPROG_RUN=([0-9]+).*PIPE_STAGES=(-?[0-9]+).*ROW_SUM=([0-9]).*num_stages=([0-9]+), num_warps=([0-9]+)/   pick R=\2 C=\1 NPROG_RUN=\3 PIPE=\4 ROW_SUM=\5 warps=\7/'
+    template_picks "$f"
 done

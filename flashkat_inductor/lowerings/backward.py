@@ -45,6 +45,7 @@ from .forward import (
     coefficient_row,
     denominator_inputs,
     generates_triton,
+    flag_from_env,
     horner_d,
     int_from_env,
     load_as,
@@ -517,7 +518,7 @@ _LANES_BASE = [(16, 128, 4, 4, 4), (16, 64, 2, 4, 4)]
 
 def _lanes_from_env() -> bool:
     """FLASHKAT_LANES: 1 (the default) or 0."""
-    return bool(int_from_env("FLASHKAT_LANES", 1, lambda v: v in (0, 1), "0 or 1"))
+    return flag_from_env("FLASHKAT_LANES", True)
 
 
 _LANES = _lanes_from_env()
@@ -531,7 +532,7 @@ _LANES = _lanes_from_env()
 # call 51 of 2026-11-29, bench/run_h200_orders.sh).  The same run had the grid as (column tiles,
 # row programs), so that the programs running together read whole rows: no faster (0.233-0.235),
 # nor with both (0.231-0.234), so that order went.  FLASHKAT_ROWS_REVERSED=0 walks them forwards.
-_ROWS_REVERSED = bool(int_from_env("FLASHKAT_ROWS_REVERSED", 1, lambda v: v in (0, 1), "0 or 1"))
+_ROWS_REVERSED = flag_from_env("FLASHKAT_ROWS_REVERSED", True)
 _MIN_ROWS_PER_PROGRAM = 8
 _ONE_LAYER_MAX_TERMS = 4096  # finishing sums up to this long run in one layer (_finish_from_workspaces)
 
@@ -556,7 +557,7 @@ _SLAB_MAX_CHANNELS = _slab_max_from_env()
 # training under cudagraph trees ran with it (call 46).
 def _one_finish_from_env() -> bool:
     """FLASHKAT_ONE_FINISH: 1 (the default) or 0."""
-    return bool(int_from_env("FLASHKAT_ONE_FINISH", 1, lambda v: v in (0, 1), "0 or 1"))
+    return flag_from_env("FLASHKAT_ONE_FINISH", True)
 
 
 _ONE_FINISH = _one_finish_from_env()

@@ -302,6 +302,12 @@ def int_from_env(name: str, default: int, valid: Callable[[int], bool], expected
     return value
 
 
+def flag_from_env(name: str, default: bool) -> bool:
+    """The on / off switch in environment variable ``name``: 1 or 0 (``default`` where unset or
+    blank); a clear ValueError naming it otherwise."""
+    return bool(int_from_env(name, int(default), lambda v: v in (0, 1), "0 or 1"))
+
+
 def _elements_per_thread_from_env() -> int:
     return int_from_env("FLASHKAT_FORWARD_ELEMENTS_PER_THREAD", 0, lambda v: v in _ELEMENTS_CHOICES,
                         f"one of {_ELEMENTS_CHOICES} (16 elements over 8 warps is Inductor's largest 1-D block, 4096)")
